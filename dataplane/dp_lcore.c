@@ -1,0 +1,340 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dp_lcore.c: see dp_lcore.h.
+ *
+ * The loop: receive a burst; classify each frame by its headers; answer ARP and ICMP in place; publish
+ * requests to the ring (or answer busy/too_large at once); reap the slots this lcore published that
+ * are DONE, in order, turning each request mbuf into its answer; transmit everything gathered in one
+ * burst. Nothing blocks, nothing allocates, nothing logs per packet.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+#include <rte_branch_prediction.h>
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_malloc.h>
+#include <rte_mbuf.h>
+#include <rte_prefetch.h>
+
+#include "dp_lcore.h"
+#include "krn_request.h"
+
+#define RX_BURST_MAX 32u
+#define REAP_MAX 32u
+#define TX_BURST_MAX (RX_BURST_MAX + REAP_MAX)
+#define PREFETCH_OFFSET 3u
+/* Idle loops before a backing-off lcore sleeps, and its longest sleep. */
+#define BACKOFF_SPIN_LOOPS 4096u
+#define BACKOFF_SLEEP_US_MAX 200u
+/* How long a stopping lcore waits for the device to finish what it published. */
+#define STOP_DRAIN_US 1000000u
+
+int dp_lcore_init(struct dp_lcore *lc, struct gpu_device *dev)
+{
+	const struct zh_ring *ring = gpu_device_ring(dev);
+
+	lc->dev = dev;
+	lc->ring = *ring;
+	lc->pending_head = 0;
+	lc->pending_count = 0;
+	lc->pending_tickets = rte_zmalloc("zh_pending", ring->slot_count * sizeof(uint64_t), 0);
+	lc->slot_mbufs = rte_zmalloc("zh_slot_mbufs", ring->slot_count * sizeof(struct rte_mbuf *), 0);
+	if (!lc->pending_tickets || !lc->slot_mbufs) {
+		dp_lcore_free(lc);
+		return -ENOMEM;
+	}
+	memset(&lc->stats, 0, sizeof(lc->stats));
+	return 0;
+}
+
+void dp_lcore_free(struct dp_lcore *lc)
+{
+	rte_free(lc->pending_tickets);
+	rte_free(lc->slot_mbufs);
+	lc->pending_tickets = NULL;
+	lc->slot_mbufs = NULL;
+}
+
+void dp_stats_add(struct dp_stats *to, const struct dp_stats *from)
+{
+	/* One writer per `to` (its lcore, or the main lcore summing into a private copy); relaxed
+	 * stores keep concurrent readers race-free without ordering anything. */
+	for (uint32_t i = 0; i < DP_COUNTER_COUNT; i++)
+		__atomic_store_n(&to->counters[i], to->counters[i] + __atomic_load_n(&from->counters[i], __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+	for (uint32_t i = 0; i < DP_DROP_COUNT; i++)
+		__atomic_store_n(&to->drops[i], to->drops[i] + __atomic_load_n(&from->drops[i], __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+	for (uint32_t i = 0; i < ZH_STATUS_COUNT; i++)
+		__atomic_store_n(&to->status[i], to->status[i] + __atomic_load_n(&from->status[i], __ATOMIC_RELAXED), __ATOMIC_RELAXED);
+}
+
+void dp_stats_print_json(FILE *out, const char *prefix, const struct dp_stats *stats)
+{
+	static const char *const counter_keys[] = {
+#define DP_X(name, text) #name,
+		DP_COUNTER_LIST(DP_X)
+#undef DP_X
+	};
+	static const char *const status_keys[] = {
+#define ZH_X(name, code, text) "status_" text,
+		ZH_STATUS_LIST(ZH_X)
+#undef ZH_X
+	};
+
+	fprintf(out, "%s{", prefix);
+	for (uint32_t i = 0; i < DP_COUNTER_COUNT; i++)
+		fprintf(out, "%s\"%s\": %" PRIu64, i ? ", " : "", counter_keys[i], stats->counters[i]);
+	for (uint32_t i = 0; i < DP_DROP_COUNT; i++)
+		fprintf(out, ", \"%s\": %" PRIu64, dp_drop_key((enum dp_drop)i), stats->drops[i]);
+	for (uint32_t i = 0; i < ZH_STATUS_COUNT; i++)
+		fprintf(out, ", \"%s\": %" PRIu64, status_keys[i], stats->status[i]);
+	fprintf(out, "}\n");
+	fflush(out);
+}
+
+/* Answer a request from the rx lcore itself (busy, too_large): headers only, id unknown (nil). */
+static int answer_now(struct dp_lcore *lc, struct rte_mbuf *m, const struct dp_frame_info *info,
+		      enum zh_status status, const char *error, struct dp_stats *local)
+{
+	uint8_t ans[ZH_ERROR_ANS_MAX_BYTES];
+	uint32_t ans_size = krn_answer_encode_error(ans, sizeof(ans), 0, 0, status, error);
+	uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
+	uint32_t frame_size = dp_make_udp_answer(&lc->self, frame, m->buf_len - m->data_off, info, ans,
+						 ans_size);
+
+	if (unlikely(frame_size == 0)) {
+		local->counters[DP_COUNTER_answers_unsent]++;
+		return -1;
+	}
+	m->data_len = (uint16_t)frame_size;
+	m->pkt_len = frame_size;
+	local->status[status]++;
+	return 0;
+}
+
+/* Publish a request to the ring. Returns 1 if the mbuf now belongs to the ring, 0 if it was
+ * answered at once and goes to tx, -1 if it must be freed. */
+static int publish_request(struct dp_lcore *lc, struct rte_mbuf *m, const struct dp_frame_info *info,
+			   uint64_t rx_tsc, struct dp_stats *local)
+{
+	uint64_t ticket;
+	struct zh_slot *slot;
+
+	if (unlikely(info->payload_size > ZH_REQ_MAX_BYTES)) {
+		local->counters[DP_COUNTER_too_large]++;
+		return answer_now(lc, m, info, ZH_STATUS_TOO_LARGE, "request larger than 1472 bytes", local);
+	}
+	slot = zh_ring_produce_begin(&lc->ring, &ticket);
+	if (unlikely(!slot)) {
+		local->counters[DP_COUNTER_busy]++;
+		return answer_now(lc, m, info, ZH_STATUS_BUSY, "ring full", local);
+	}
+	/* The tx side needs the header sizes back when it turns this mbuf into the answer. */
+	m->l2_len = info->l3_offset;
+	m->l3_len = (uint16_t)(info->l4_offset - info->l3_offset);
+	lc->slot_mbufs[ticket & lc->ring.slot_mask] = m;
+	lc->pending_tickets[(lc->pending_head + lc->pending_count) & lc->ring.slot_mask] = ticket;
+	lc->pending_count++;
+
+	slot->req_addr = gpu_device_payload_addr(lc->dev, rte_pktmbuf_mtod_offset(m, uint8_t *, info->payload_offset));
+	slot->req_size_bytes = info->payload_size;
+	slot->ans_size_bytes = 0;
+	slot->ans_status = ZH_STATUS_INTERNAL;
+	slot->flags = 0;
+	slot->producer_idx = lc->producer_idx;
+	slot->rx_tsc = rx_tsc;
+	slot->publish_tsc = rte_rdtsc();
+	zh_ring_publish(&lc->ring, slot, ticket);
+	local->counters[DP_COUNTER_requests]++;
+	return 1;
+}
+
+/* Classify one frame and act on it. Returns 1 if `m` was added to tx, 0 if the ring owns it or it
+ * was freed. */
+static int handle_frame(struct dp_lcore *lc, struct rte_mbuf *m, uint64_t rx_tsc, struct rte_mbuf **tx,
+			uint32_t *tx_count, struct dp_stats *local)
+{
+	struct dp_frame_info info;
+	uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
+	enum dp_verdict verdict;
+	uint32_t size;
+	int rc;
+
+	if (unlikely(m->nb_segs != 1)) {
+		local->drops[DP_DROP_MULTI_SEGMENT]++;
+		rte_pktmbuf_free(m);
+		return 0;
+	}
+	verdict = dp_classify(&lc->self, frame, rte_pktmbuf_data_len(m), &info);
+	switch (verdict) {
+	case DP_VERDICT_REQUEST:
+		rc = publish_request(lc, m, &info, rx_tsc, local);
+		if (rc > 0)
+			return 0;
+		if (rc < 0) {
+			rte_pktmbuf_free(m);
+			return 0;
+		}
+		tx[(*tx_count)++] = m;
+		return 1;
+	case DP_VERDICT_ARP_REQUEST:
+		size = dp_make_arp_reply(&lc->self, frame, rte_pktmbuf_data_len(m));
+		local->counters[DP_COUNTER_arp_replies]++;
+		break;
+	case DP_VERDICT_ICMP_ECHO:
+		size = dp_make_icmp_reply(&lc->self, frame, &info);
+		local->counters[DP_COUNTER_icmp_replies]++;
+		break;
+	default:
+		local->drops[info.drop]++;
+		rte_pktmbuf_free(m);
+		return 0;
+	}
+	m->data_len = (uint16_t)size;
+	m->pkt_len = size;
+	tx[(*tx_count)++] = m;
+	return 1;
+}
+
+/* Turn DONE slots into answer frames, oldest first, stopping at the first one not yet DONE. */
+static uint32_t reap_done(struct dp_lcore *lc, struct rte_mbuf **tx, uint32_t *tx_count,
+			  struct dp_stats *local)
+{
+	const struct zh_ring *ring = &lc->ring;
+	uint32_t reaped = 0;
+
+	while (lc->pending_count > 0 && reaped < REAP_MAX) {
+		uint64_t ticket = lc->pending_tickets[lc->pending_head];
+		struct zh_slot *slot = zh_ring_slot(ring, ticket);
+
+		if (!zh_ring_is_done(ring, slot, ticket))
+			break;
+		struct rte_mbuf *m = lc->slot_mbufs[ticket & ring->slot_mask];
+		struct dp_frame_info info = {
+			.l3_offset = m->l2_len,
+			.l4_offset = (uint16_t)(m->l2_len + m->l3_len),
+		};
+		uint32_t ans_size = slot->ans_size_bytes;
+		uint16_t status = slot->ans_status;
+		uint32_t frame_size = 0;
+
+		/* A size outside the answer buffer is a device bug; never send beyond the buffer. */
+		if (likely(ans_size > 0 && ans_size <= ring->ans_stride_bytes))
+			frame_size = dp_make_udp_answer(&lc->self, rte_pktmbuf_mtod(m, uint8_t *),
+							m->buf_len - m->data_off, &info,
+							zh_ring_answer(ring, slot), ans_size);
+		/* The answer has been copied into the frame: the slot can take the next lap. */
+		zh_ring_release(ring, slot, ticket);
+		lc->pending_head = (lc->pending_head + 1) & ring->slot_mask;
+		lc->pending_count--;
+		reaped++;
+		if (unlikely(frame_size == 0)) {
+			local->counters[DP_COUNTER_answers_unsent]++;
+			rte_pktmbuf_free(m);
+			continue;
+		}
+		m->data_len = (uint16_t)frame_size;
+		m->pkt_len = frame_size;
+		local->counters[DP_COUNTER_answers]++;
+		local->status[status < ZH_STATUS_COUNT ? status : ZH_STATUS_INTERNAL]++;
+		tx[(*tx_count)++] = m;
+	}
+	return reaped;
+}
+
+static void transmit(struct dp_lcore *lc, struct rte_mbuf **tx, uint32_t tx_count, struct dp_stats *local)
+{
+	uint16_t sent = rte_eth_tx_burst(lc->port_id, lc->queue_idx, tx, (uint16_t)tx_count);
+
+	local->counters[DP_COUNTER_tx_frames] += sent;
+	/* Whatever the port refused is still ours to free. */
+	if (unlikely(sent < tx_count)) {
+		local->counters[DP_COUNTER_tx_dropped] += tx_count - sent;
+		rte_pktmbuf_free_bulk(&tx[sent], tx_count - sent);
+	}
+}
+
+static void idle_sleep(uint32_t sleep_us)
+{
+	struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)sleep_us * 1000 };
+
+	nanosleep(&ts, NULL);
+}
+
+/* One pass of the loop. Returns the number of frames received plus slots reaped. */
+static uint32_t poll_once(struct dp_lcore *lc)
+{
+	struct rte_mbuf *rx[RX_BURST_MAX];
+	struct rte_mbuf *tx[TX_BURST_MAX];
+	uint32_t tx_count = 0;
+	struct dp_stats local;
+	uint16_t n = rte_eth_rx_burst(lc->port_id, lc->queue_idx, rx, RX_BURST_MAX);
+	uint32_t reaped;
+
+	if (n == 0 && lc->pending_count == 0)
+		return 0;
+	memset(&local, 0, sizeof(local));
+	if (n > 0) {
+		uint64_t rx_tsc = rte_rdtsc();
+
+		local.counters[DP_COUNTER_rx_frames] = n;
+		for (uint32_t i = 0; i < PREFETCH_OFFSET && i < n; i++)
+			rte_prefetch0(rte_pktmbuf_mtod(rx[i], void *));
+		for (uint32_t i = 0; i < n; i++) {
+			if (i + PREFETCH_OFFSET < n)
+				rte_prefetch0(rte_pktmbuf_mtod(rx[i + PREFETCH_OFFSET], void *));
+			handle_frame(lc, rx[i], rx_tsc, tx, &tx_count, &local);
+		}
+	}
+	reaped = reap_done(lc, tx, &tx_count, &local);
+	if (tx_count > 0)
+		transmit(lc, tx, tx_count, &local);
+	if (n > 0 || reaped > 0)
+		dp_stats_add(&lc->stats, &local);
+	return n + reaped;
+}
+
+/* Stopping: let the device finish what this lcore published, send those answers, and free what is
+ * left. A slot the device never finished keeps its mbuf (the device may still read it). */
+static void drain_pending(struct dp_lcore *lc)
+{
+	uint64_t deadline_tsc = rte_rdtsc() + rte_get_tsc_hz() / 1000000 * STOP_DRAIN_US;
+
+	while (lc->pending_count > 0 && rte_rdtsc() < deadline_tsc) {
+		if (poll_once(lc) == 0)
+			idle_sleep(10);
+	}
+	if (lc->pending_count > 0)
+		fprintf(stderr, "zerohopd: lcore %u: %u requests still on the device at stop\n",
+			rte_lcore_id(), lc->pending_count);
+}
+
+int dp_lcore_main(void *arg)
+{
+	struct dp_lcore *lc = arg;
+	uint32_t idle_loops = 0;
+	uint32_t sleep_us = 0;
+
+	/* Sleeps of a few microseconds are worthless with the default 50 us timer slack. */
+	if (lc->idle == DP_IDLE_BACKOFF)
+		prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+	while (!lc->stop) {
+		if (poll_once(lc) > 0 || lc->pending_count > 0) {
+			idle_loops = 0;
+			sleep_us = 0;
+			continue;
+		}
+		if (lc->idle == DP_IDLE_POLL || ++idle_loops < BACKOFF_SPIN_LOOPS) {
+			rte_pause();
+			continue;
+		}
+		sleep_us = sleep_us == 0 ? 1 : RTE_MIN(sleep_us * 2, BACKOFF_SLEEP_US_MAX);
+		idle_sleep(sleep_us);
+	}
+	drain_pending(lc);
+	return 0;
+}

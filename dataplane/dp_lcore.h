@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dp_lcore.h: the rx/tx lcore. Each polls one port queue, answers ARP and ICMP itself, publishes
+ * requests for its UDP port into the device ring as descriptors, reaps the slots it published when
+ * the device marks them DONE and sends the answers. Counters are per lcore, cache-aligned, and
+ * updated once per burst.
+ */
+#ifndef DP_LCORE_H
+#define DP_LCORE_H
+
+#include <stdint.h>
+
+#include <rte_common.h>
+#include <rte_mbuf.h>
+
+#include "dp_parse.h"
+#include "gpu_device.h"
+
+/* Counters other than drops; drops come from DP_DROP_LIST. */
+#define DP_COUNTER_LIST(X)                                                          \
+	X(rx_frames, "frames received")                                             \
+	X(tx_frames, "frames the port accepted for transmission")                   \
+	X(tx_dropped, "frames the port refused (freed and counted)")                \
+	X(arp_replies, "ARP requests for our address answered")                     \
+	X(icmp_replies, "ICMP echo requests answered")                              \
+	X(requests, "datagrams published to the device ring")                       \
+	X(answers, "answers from the device sent")                                  \
+	X(busy, "requests answered busy by the rx lcore because the ring was full") \
+	X(too_large, "requests answered too_large by the rx lcore")                \
+	X(answers_unsent, "answers that could not be built into a frame")
+
+enum dp_counter {
+#define DP_X(name, text) DP_COUNTER_##name,
+	DP_COUNTER_LIST(DP_X)
+#undef DP_X
+	DP_COUNTER_COUNT
+};
+
+struct dp_stats {
+	uint64_t counters[DP_COUNTER_COUNT];
+	uint64_t drops[DP_DROP_COUNT];
+	uint64_t status[ZH_STATUS_COUNT]; /* answers sent, by status */
+} __rte_cache_aligned;
+
+enum dp_idle {
+	DP_IDLE_POLL = 0, /* busy polling, the production default */
+	DP_IDLE_BACKOFF,  /* short sleeps when idle, for shared dev machines and tests */
+};
+
+/* Everything one rx/tx lcore owns. Filled by dp_lcore_init, read by its lcore only. */
+struct dp_lcore {
+	uint16_t port_id;
+	uint16_t queue_idx;
+	uint32_t producer_idx;
+	enum dp_idle idle;
+	struct dp_self self;
+	struct zh_ring ring;              /* host view of the device ring */
+	struct gpu_device *dev;
+	/* Tickets this lcore published, in order; slot index -> mbuf of the request. */
+	uint64_t *pending_tickets;        /* [ring.slot_count] FIFO */
+	uint32_t pending_head;            /* oldest, index into pending_tickets (mod slot_count) */
+	uint32_t pending_count;
+	struct rte_mbuf **slot_mbufs;     /* [ring.slot_count] */
+	struct dp_stats stats;            /* written by this lcore; read by the main lcore */
+	volatile int stop;                /* set by the main lcore */
+} __rte_cache_aligned;
+
+/* Allocate the lcore's pending FIFO for the device's ring. Returns 0 or -errno. */
+int dp_lcore_init(struct dp_lcore *lc, struct gpu_device *dev);
+void dp_lcore_free(struct dp_lcore *lc);
+
+/* The lcore body, for rte_eal_remote_launch. Returns 0 when `stop` is set. */
+int dp_lcore_main(void *arg);
+
+/* Add `from` into `to` (the main lcore's view; counters may be mid-burst, which is fine). */
+void dp_stats_add(struct dp_stats *to, const struct dp_stats *from);
+
+/* Print all counters as one JSON object on one line, prefixed by `prefix`. */
+void dp_stats_print_json(FILE *out, const char *prefix, const struct dp_stats *stats);
+
+#endif /* DP_LCORE_H */

@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dp_parse.c: see dp_parse.h. Every length field is checked against the frame before it is used.
+ */
+#include <string.h>
+
+#include <rte_arp.h>
+#include <rte_byteorder.h>
+#include <rte_ether.h>
+#include <rte_icmp.h>
+#include <rte_ip.h>
+#include <rte_udp.h>
+
+#include "dp_parse.h"
+
+#define IPV4_HDR_MIN_SIZE 20u
+#define UDP_HDR_SIZE 8u
+#define ICMP_HDR_SIZE 8u
+#define REPLY_TTL 64
+
+const char *dp_drop_key(enum dp_drop drop)
+{
+	static const char *const keys[] = {
+#define DP_X(name, key, text) key,
+		DP_DROP_LIST(DP_X)
+#undef DP_X
+	};
+	return drop < DP_DROP_COUNT ? keys[drop] : "drop_unknown";
+}
+
+static enum dp_verdict drop(struct dp_frame_info *info, enum dp_drop why)
+{
+	info->drop = why;
+	return DP_VERDICT_DROP;
+}
+
+static enum dp_verdict classify_arp(const struct dp_self *self, const uint8_t *frame, uint32_t frame_size,
+				    struct dp_frame_info *info)
+{
+	const struct rte_arp_hdr *arp = (const struct rte_arp_hdr *)(frame + info->l3_offset);
+
+	if (frame_size < info->l3_offset + sizeof(*arp) ||
+	    arp->arp_hardware != rte_cpu_to_be_16(RTE_ARP_HRD_ETHER) ||
+	    arp->arp_protocol != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) ||
+	    arp->arp_hlen != RTE_ETHER_ADDR_LEN || arp->arp_plen != sizeof(uint32_t) ||
+	    arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST) ||
+	    arp->arp_data.arp_tip != self->ip)
+		return drop(info, DP_DROP_ARP_OTHER);
+	return DP_VERDICT_ARP_REQUEST;
+}
+
+static enum dp_verdict classify_icmp(const uint8_t *frame, const struct rte_ipv4_hdr *ip,
+				     struct dp_frame_info *info)
+{
+	uint32_t icmp_size = rte_be_to_cpu_16(ip->total_length) - (info->l4_offset - info->l3_offset);
+	const struct rte_icmp_hdr *icmp = (const struct rte_icmp_hdr *)(frame + info->l4_offset);
+
+	if (icmp_size < ICMP_HDR_SIZE || icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST ||
+	    icmp->icmp_code != 0 || rte_raw_cksum(icmp, icmp_size) != 0xffff)
+		return drop(info, DP_DROP_ICMP_OTHER);
+	info->payload_offset = info->l4_offset;
+	info->payload_size = (uint16_t)icmp_size;
+	return DP_VERDICT_ICMP_ECHO;
+}
+
+static enum dp_verdict classify_udp(const struct dp_self *self, const uint8_t *frame,
+				    const struct rte_ipv4_hdr *ip, struct dp_frame_info *info)
+{
+	uint32_t l4_size = rte_be_to_cpu_16(ip->total_length) - (info->l4_offset - info->l3_offset);
+	const struct rte_udp_hdr *udp = (const struct rte_udp_hdr *)(frame + info->l4_offset);
+	uint32_t udp_len;
+
+	if (l4_size < UDP_HDR_SIZE)
+		return drop(info, DP_DROP_UDP_BAD_LENGTH);
+	udp_len = rte_be_to_cpu_16(udp->dgram_len);
+	if (udp_len < UDP_HDR_SIZE || udp_len > l4_size)
+		return drop(info, DP_DROP_UDP_BAD_LENGTH);
+	if (udp->dst_port != self->udp_port)
+		return drop(info, DP_DROP_UDP_OTHER_PORT);
+	info->payload_offset = (uint16_t)(info->l4_offset + UDP_HDR_SIZE);
+	info->payload_size = (uint16_t)(udp_len - UDP_HDR_SIZE);
+	return DP_VERDICT_REQUEST;
+}
+
+static enum dp_verdict classify_ipv4(const struct dp_self *self, const uint8_t *frame, uint32_t frame_size,
+				     struct dp_frame_info *info)
+{
+	const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)(frame + info->l3_offset);
+	uint32_t ip_hdr_size, total_len;
+
+	if (frame_size < info->l3_offset + IPV4_HDR_MIN_SIZE)
+		return drop(info, DP_DROP_IP_BAD_HEADER);
+	ip_hdr_size = (uint32_t)(ip->version_ihl & 0x0f) * 4;
+	total_len = rte_be_to_cpu_16(ip->total_length);
+	/* The frame may carry Ethernet padding after the datagram, never less than it. */
+	if ((ip->version_ihl >> 4) != 4 || ip_hdr_size < IPV4_HDR_MIN_SIZE || total_len < ip_hdr_size ||
+	    info->l3_offset + total_len > frame_size)
+		return drop(info, DP_DROP_IP_BAD_HEADER);
+	if (rte_raw_cksum(ip, ip_hdr_size) != 0xffff)
+		return drop(info, DP_DROP_IP_BAD_CHECKSUM);
+	if (ip->dst_addr != self->ip)
+		return drop(info, DP_DROP_IP_NOT_FOR_US);
+	/* More-fragments set or a non-zero offset: part of a larger datagram. */
+	if (ip->fragment_offset & rte_cpu_to_be_16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK))
+		return drop(info, DP_DROP_IP_FRAGMENT);
+	info->l4_offset = (uint16_t)(info->l3_offset + ip_hdr_size);
+	if (ip->next_proto_id == IPPROTO_UDP)
+		return classify_udp(self, frame, ip, info);
+	if (ip->next_proto_id == IPPROTO_ICMP)
+		return classify_icmp(frame, ip, info);
+	return drop(info, DP_DROP_IP_OTHER_PROTO);
+}
+
+enum dp_verdict dp_classify(const struct dp_self *self, const uint8_t *frame, uint32_t frame_size,
+			    struct dp_frame_info *info)
+{
+	const struct rte_ether_hdr *eth = (const struct rte_ether_hdr *)frame;
+
+	memset(info, 0, sizeof(*info));
+	if (frame_size < sizeof(*eth))
+		return drop(info, DP_DROP_RUNT);
+	/* Never answer a broadcast or multicast source: the answer would go to everyone. */
+	if (!rte_is_unicast_ether_addr(&eth->src_addr))
+		return drop(info, DP_DROP_BAD_SOURCE);
+	info->l3_offset = sizeof(*eth);
+	if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+		return classify_arp(self, frame, frame_size, info);
+	if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+		return classify_ipv4(self, frame, frame_size, info);
+	return drop(info, DP_DROP_NOT_IPV4);
+}
+
+uint32_t dp_make_arp_reply(const struct dp_self *self, uint8_t *frame, uint32_t frame_size)
+{
+	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)frame;
+	struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(eth + 1);
+	struct rte_arp_ipv4 *a = &arp->arp_data;
+
+	(void)frame_size;
+	rte_ether_addr_copy(&eth->src_addr, &eth->dst_addr);
+	rte_ether_addr_copy(&self->mac, &eth->src_addr);
+	arp->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REPLY);
+	rte_ether_addr_copy(&a->arp_sha, &a->arp_tha);
+	a->arp_tip = a->arp_sip;
+	rte_ether_addr_copy(&self->mac, &a->arp_sha);
+	a->arp_sip = self->ip;
+	/* Ethernet pads short frames on the wire; the ARP payload itself is what matters. */
+	return (uint32_t)(sizeof(*eth) + sizeof(*arp));
+}
+
+uint32_t dp_make_icmp_reply(const struct dp_self *self, uint8_t *frame, const struct dp_frame_info *info)
+{
+	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)frame;
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(frame + info->l3_offset);
+	struct rte_icmp_hdr *icmp = (struct rte_icmp_hdr *)(frame + info->l4_offset);
+
+	rte_ether_addr_copy(&eth->src_addr, &eth->dst_addr);
+	rte_ether_addr_copy(&self->mac, &eth->src_addr);
+	ip->dst_addr = ip->src_addr;
+	ip->src_addr = self->ip;
+	ip->time_to_live = REPLY_TTL;
+	ip->hdr_checksum = 0;
+	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	icmp->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
+	icmp->icmp_cksum = 0;
+	icmp->icmp_cksum = (uint16_t)~rte_raw_cksum(icmp, info->payload_size);
+	return info->l3_offset + rte_be_to_cpu_16(ip->total_length);
+}
+
+uint32_t dp_make_udp_answer(const struct dp_self *self, uint8_t *frame, uint32_t frame_cap,
+			    const struct dp_frame_info *info, const uint8_t *ans, uint32_t ans_size)
+{
+	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)frame;
+	const struct rte_ipv4_hdr *req_ip = (const struct rte_ipv4_hdr *)(frame + info->l3_offset);
+	const struct rte_udp_hdr *req_udp = (const struct rte_udp_hdr *)(frame + info->l4_offset);
+	uint32_t ip_offset = info->l3_offset;
+	uint32_t frame_size = ip_offset + IPV4_HDR_MIN_SIZE + UDP_HDR_SIZE + ans_size;
+	/* Read what the answer needs from the request before the new headers overwrite it (the
+	 * request may have carried IP options, so the new headers do not line up with the old). */
+	rte_be32_t client_ip = req_ip->src_addr;
+	rte_be16_t client_port = req_udp->src_port;
+
+	if (frame_size > frame_cap || frame_size > UINT16_MAX)
+		return 0;
+	rte_ether_addr_copy(&eth->src_addr, &eth->dst_addr);
+	rte_ether_addr_copy(&self->mac, &eth->src_addr);
+
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(frame + ip_offset);
+	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(frame + ip_offset + IPV4_HDR_MIN_SIZE);
+
+	ip->version_ihl = RTE_IPV4_VHL_DEF;
+	ip->type_of_service = 0;
+	ip->total_length = rte_cpu_to_be_16((uint16_t)(IPV4_HDR_MIN_SIZE + UDP_HDR_SIZE + ans_size));
+	ip->packet_id = 0;
+	ip->fragment_offset = rte_cpu_to_be_16(RTE_IPV4_HDR_DF_FLAG);
+	ip->time_to_live = REPLY_TTL;
+	ip->next_proto_id = IPPROTO_UDP;
+	ip->src_addr = self->ip;
+	ip->dst_addr = client_ip;
+	ip->hdr_checksum = 0;
+	ip->hdr_checksum = rte_ipv4_cksum(ip);
+	udp->src_port = self->udp_port;
+	udp->dst_port = client_port;
+	udp->dgram_len = rte_cpu_to_be_16((uint16_t)(UDP_HDR_SIZE + ans_size));
+	memcpy(udp + 1, ans, ans_size);
+	udp->dgram_cksum = 0;
+	udp->dgram_cksum = rte_ipv4_udptcp_cksum(ip, udp);
+	return frame_size;
+}

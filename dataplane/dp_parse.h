@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dp_parse.h: L2-L4 classification of received frames and in-place construction of the frames sent
+ * back (ARP reply, ICMP echo reply, UDP answer). Works on plain byte buffers so it can be tested
+ * without an EAL; the rx lcore reads headers only, never the request payload.
+ */
+#ifndef DP_PARSE_H
+#define DP_PARSE_H
+
+#include <stdint.h>
+
+#include <rte_byteorder.h>
+#include <rte_ether.h>
+
+/* Why a frame was dropped: one counter each (dataplane/dp_lcore.h). */
+#define DP_DROP_LIST(X)                                                              \
+	X(RUNT, "drop_runt", "frame shorter than its Ethernet header")              \
+	X(NOT_IPV4, "drop_not_ipv4", "EtherType other than IPv4 and ARP")           \
+	X(IP_BAD_HEADER, "drop_ip_bad_header", "IPv4 version, header or total length wrong") \
+	X(IP_BAD_CHECKSUM, "drop_ip_bad_checksum", "IPv4 header checksum wrong")    \
+	X(IP_NOT_FOR_US, "drop_ip_not_for_us", "IPv4 destination is not ours")      \
+	X(IP_FRAGMENT, "drop_ip_fragment", "IPv4 fragment (a request is one datagram)") \
+	X(IP_OTHER_PROTO, "drop_ip_other_proto", "IPv4 protocol other than UDP and ICMP") \
+	X(UDP_BAD_LENGTH, "drop_udp_bad_length", "UDP length disagrees with the frame") \
+	X(UDP_OTHER_PORT, "drop_udp_other_port", "UDP destination port is not ours") \
+	X(ARP_OTHER, "drop_arp_other", "ARP that is not a request for our address") \
+	X(ICMP_OTHER, "drop_icmp_other", "ICMP other than a well-formed echo request") \
+	X(BAD_SOURCE, "drop_bad_source", "broadcast or multicast source address")   \
+	X(MULTI_SEGMENT, "drop_multi_segment", "frame in more than one mbuf")
+
+enum dp_drop {
+#define DP_X(name, key, text) DP_DROP_##name,
+	DP_DROP_LIST(DP_X)
+#undef DP_X
+	DP_DROP_COUNT
+};
+
+enum dp_verdict {
+	DP_VERDICT_DROP = 0,
+	DP_VERDICT_ARP_REQUEST,  /* an ARP request for our address: answer it */
+	DP_VERDICT_ICMP_ECHO,    /* an ICMP echo request to us: answer it */
+	DP_VERDICT_REQUEST,      /* a datagram to our UDP port: a request for the device */
+};
+
+/* Who we are on the wire. Addresses in network byte order. */
+struct dp_self {
+	struct rte_ether_addr mac;
+	rte_be32_t ip;
+	rte_be16_t udp_port;
+};
+
+/* What classification learned about a frame. */
+struct dp_frame_info {
+	uint16_t l3_offset;       /* bytes of Ethernet header */
+	uint16_t l4_offset;       /* l3_offset + IPv4 header with options */
+	uint16_t payload_offset;  /* where the UDP payload starts */
+	uint16_t payload_size;    /* UDP payload bytes (may be 0) */
+	enum dp_drop drop;        /* set when the verdict is DP_VERDICT_DROP */
+};
+
+enum dp_verdict dp_classify(const struct dp_self *self, const uint8_t *frame, uint32_t frame_size,
+			    struct dp_frame_info *info);
+
+/* Turn an ARP request (classified as such) into our reply, in place. Returns the frame size. */
+uint32_t dp_make_arp_reply(const struct dp_self *self, uint8_t *frame, uint32_t frame_size);
+
+/* Turn an ICMP echo request into the echo reply, in place. Returns the frame size. */
+uint32_t dp_make_icmp_reply(const struct dp_self *self, uint8_t *frame, const struct dp_frame_info *info);
+
+/*
+ * Rewrite a request frame into the answer datagram: fresh Ethernet/IPv4 (no options)/UDP headers back
+ * to the sender, then `ans`. The frame buffer must hold l3_offset + 28 + ans_size bytes (`frame_cap`).
+ * Returns the frame size, or 0 if it does not fit.
+ */
+uint32_t dp_make_udp_answer(const struct dp_self *self, uint8_t *frame, uint32_t frame_cap,
+			    const struct dp_frame_info *info, const uint8_t *ans, uint32_t ans_size);
+
+const char *dp_drop_key(enum dp_drop drop);
+
+#endif /* DP_PARSE_H */

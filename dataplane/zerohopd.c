@@ -1,0 +1,384 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * zerohopd: the appliance. `zerohopd [EAL options] -- [zerohop options]`.
+ *
+ * The main lcore is the control core: it sets everything up, launches one rx/tx lcore per queue on the
+ * other lcores, then sleeps until a signal asks it to print counters or to stop. Shutdown runs in the
+ * reverse order of start-up: rx/tx lcores (which let the device finish what they published), the
+ * device, the port, the EAL.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include <rte_common.h>
+#include <rte_eal.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+
+#include "dp_lcore.h"
+#include "dp_port.h"
+#include "gpu_cuda.h"
+#include "gpu_device.h"
+
+#define DEFAULT_IP "198.18.0.1"
+#define DEFAULT_UDP_PORT 9000u
+#define DEFAULT_RING_SLOTS 1024u
+#define CONTROL_TICK_US 20000u
+
+struct options {
+	uint16_t port_id;
+	struct in_addr ip;
+	uint16_t udp_port;
+	enum dp_idle idle;
+	uint32_t stats_interval_ms;
+	struct gpu_config gpu;
+	uint32_t worker_core_count; /* cores given with --worker-cores, 0 if none */
+};
+
+static volatile sig_atomic_t quit_signal;
+static volatile sig_atomic_t stats_signal;
+
+static void on_signal(int sig)
+{
+	if (sig == SIGUSR1)
+		stats_signal = 1;
+	else
+		quit_signal = sig;
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: zerohopd [EAL options] -- [options]\n"
+		"  EAL options: always --no-pci (or an allow-list) and a --vdev, e.g.\n"
+		"    --no-pci --no-huge -m 256 --vdev net_af_packet0,iface=zh0 -l 0-1\n"
+		"  --ip ADDR            IPv4 address the appliance answers on (default " DEFAULT_IP ")\n"
+		"  --udp-port N         UDP port of requests (default %u)\n"
+		"  --port N             DPDK port id (default 0)\n"
+		"  --device KIND        auto, cpu, cuda-host or cuda-gpudirect (default auto)\n"
+		"  --workers N          cpu device worker threads (default 1)\n"
+		"  --worker-cores LIST  comma-separated cores for the workers (default: the main lcore's)\n"
+		"  --ring-slots N       request ring slots, a power of two (default %u)\n"
+		"  --idle MODE          poll (busy polling, the default) or backoff (sleep when idle)\n"
+		"  --model NAME         serve the built-in diagnostic model under NAME (default echo)\n"
+		"  --stats-interval-ms N  print counters every N ms (default 0: only on SIGUSR1 and at exit)\n"
+		"  --help\n",
+		DEFAULT_UDP_PORT, DEFAULT_RING_SLOTS);
+}
+
+static int parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(text, &end, 10);
+	if (errno || end == text || *end != '\0' || v < min || v > max)
+		return -EINVAL;
+	*out = (uint32_t)v;
+	return 0;
+}
+
+static int parse_cores(const char *text, struct options *opt)
+{
+	struct gpu_config *gpu = &opt->gpu;
+	char buf[256];
+	uint32_t count = 0;
+
+	if (strlen(text) >= sizeof(buf))
+		return -EINVAL;
+	strcpy(buf, text);
+	for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		uint32_t core;
+
+		if (count >= GPU_WORKERS_MAX || parse_u32(tok, 0, CPU_SETSIZE - 1, &core))
+			return -EINVAL;
+		gpu->worker_cores[count++] = (int)core;
+	}
+	opt->worker_core_count = count;
+	return count > 0 ? 0 : -EINVAL;
+}
+
+static int parse_options(int argc, char **argv, struct options *opt)
+{
+	enum { O_IP = 256, O_UDP_PORT, O_PORT, O_DEVICE, O_WORKERS, O_WORKER_CORES, O_RING_SLOTS, O_IDLE,
+	       O_MODEL, O_STATS, O_HELP };
+	static const struct option longopts[] = {
+		{ "ip", required_argument, NULL, O_IP },
+		{ "udp-port", required_argument, NULL, O_UDP_PORT },
+		{ "port", required_argument, NULL, O_PORT },
+		{ "device", required_argument, NULL, O_DEVICE },
+		{ "workers", required_argument, NULL, O_WORKERS },
+		{ "worker-cores", required_argument, NULL, O_WORKER_CORES },
+		{ "ring-slots", required_argument, NULL, O_RING_SLOTS },
+		{ "idle", required_argument, NULL, O_IDLE },
+		{ "model", required_argument, NULL, O_MODEL },
+		{ "stats-interval-ms", required_argument, NULL, O_STATS },
+		{ "help", no_argument, NULL, O_HELP },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *model = "echo";
+	uint32_t v;
+	int c;
+
+	memset(opt, 0, sizeof(*opt));
+	inet_pton(AF_INET, DEFAULT_IP, &opt->ip);
+	opt->udp_port = DEFAULT_UDP_PORT;
+	opt->idle = DP_IDLE_POLL;
+	opt->gpu.kind = GPU_KIND_AUTO;
+	opt->gpu.worker_count = 1;
+	opt->gpu.ring_slot_count = DEFAULT_RING_SLOTS;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_IP:
+			if (inet_pton(AF_INET, optarg, &opt->ip) != 1)
+				goto bad;
+			break;
+		case O_UDP_PORT:
+			if (parse_u32(optarg, 1, 65535, &v))
+				goto bad;
+			opt->udp_port = (uint16_t)v;
+			break;
+		case O_PORT:
+			if (parse_u32(optarg, 0, RTE_MAX_ETHPORTS - 1, &v))
+				goto bad;
+			opt->port_id = (uint16_t)v;
+			break;
+		case O_DEVICE:
+			if (gpu_kind_parse(optarg, &opt->gpu.kind))
+				goto bad;
+			break;
+		case O_WORKERS:
+			if (parse_u32(optarg, 1, GPU_WORKERS_MAX, &opt->gpu.worker_count))
+				goto bad;
+			break;
+		case O_WORKER_CORES:
+			if (parse_cores(optarg, opt))
+				goto bad;
+			break;
+		case O_RING_SLOTS:
+			if (parse_u32(optarg, ZH_RING_SLOTS_MIN, ZH_RING_SLOTS_MAX, &opt->gpu.ring_slot_count))
+				goto bad;
+			break;
+		case O_IDLE:
+			if (strcmp(optarg, "poll") == 0)
+				opt->idle = DP_IDLE_POLL;
+			else if (strcmp(optarg, "backoff") == 0)
+				opt->idle = DP_IDLE_BACKOFF;
+			else
+				goto bad;
+			break;
+		case O_MODEL:
+			if (strlen(optarg) == 0 || strlen(optarg) > ZH_MODEL_NAME_MAX)
+				goto bad;
+			model = optarg;
+			break;
+		case O_STATS:
+			if (parse_u32(optarg, 0, 3600000, &opt->stats_interval_ms))
+				goto bad;
+			break;
+		case O_HELP:
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return -EINVAL;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "zerohopd: unexpected argument '%s'\n", argv[optind]);
+		return -EINVAL;
+	}
+	if (opt->worker_core_count != 0 && opt->worker_core_count != opt->gpu.worker_count) {
+		fprintf(stderr, "zerohopd: --worker-cores names %u cores for %u workers\n",
+			opt->worker_core_count, opt->gpu.worker_count);
+		return -EINVAL;
+	}
+	opt->gpu.idle = opt->idle == DP_IDLE_BACKOFF ? GPU_IDLE_BACKOFF : GPU_IDLE_POLL;
+	opt->gpu.models.count = 1;
+	opt->gpu.models.default_idx = 0;
+	snprintf(opt->gpu.models.models[0].name, sizeof(opt->gpu.models.models[0].name), "%s", model);
+	opt->gpu.models.models[0].arch = KRN_ARCH_ECHO;
+	return 0;
+bad:
+	fprintf(stderr, "zerohopd: bad value '%s' for --%s\n", optarg, longopts[c - O_IP].name);
+	return -EINVAL;
+}
+
+/* Workers without a given core go to the main lcore's core: the control core sleeps. */
+static void default_worker_cores(struct options *opt)
+{
+	if (opt->worker_core_count != 0)
+		return;
+	for (uint32_t i = 0; i < opt->gpu.worker_count; i++)
+		opt->gpu.worker_cores[i] = (int)rte_lcore_to_cpu_id((int)rte_get_main_lcore());
+}
+
+static void print_stats(struct dp_lcore *lcores, uint32_t lcore_count, const struct gpu_device *dev)
+{
+	struct dp_stats sum;
+
+	memset(&sum, 0, sizeof(sum));
+	for (uint32_t i = 0; i < lcore_count; i++)
+		dp_stats_add(&sum, &lcores[i].stats);
+	dp_stats_print_json(stdout, "zerohopd: stats ", &sum);
+	printf("zerohopd: device served %" PRIu64 " requests\n", gpu_device_served_count(dev));
+	fflush(stdout);
+}
+
+static void print_startup(const struct options *opt, const struct dp_port *port, const struct gpu_device *dev)
+{
+	char ip[INET_ADDRSTRLEN];
+	char mac[RTE_ETHER_ADDR_FMT_SIZE];
+
+	inet_ntop(AF_INET, &opt->ip, ip, sizeof(ip));
+	rte_ether_format_addr(mac, sizeof(mac), &port->mac);
+	printf("zerohopd: port %u (%s) MAC %s, IPv4 %s, UDP port %u, %u queue(s)\n", port->port_id,
+	       port->name, mac, ip, opt->udp_port, port->queue_count);
+	printf("zerohopd: device %s, %u worker(s) on core(s)", gpu_device_kind_name(gpu_device_kind(dev)),
+	       opt->gpu.worker_count);
+	for (uint32_t i = 0; i < opt->gpu.worker_count; i++)
+		printf("%s%d", i ? "," : " ", opt->gpu.worker_cores[i]);
+	printf(", ring %u slots, idle %s\n", opt->gpu.ring_slot_count,
+	       opt->idle == DP_IDLE_BACKOFF ? "backoff" : "poll");
+	printf("zerohopd: model %s (echo: answers the token ids it receives)\n", opt->gpu.models.models[0].name);
+}
+
+static void control_loop(struct dp_lcore *lcores, uint32_t lcore_count, const struct gpu_device *dev,
+			 uint32_t stats_interval_ms)
+{
+	uint64_t since_stats_us = 0;
+
+	while (!quit_signal) {
+		usleep(CONTROL_TICK_US);
+		since_stats_us += CONTROL_TICK_US;
+		if (stats_signal || (stats_interval_ms && since_stats_us >= stats_interval_ms * 1000ull)) {
+			stats_signal = 0;
+			since_stats_us = 0;
+			print_stats(lcores, lcore_count, dev);
+		}
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static struct dp_lcore lcores[RTE_MAX_LCORE];
+	uint32_t lcore_count = 0;
+	struct dp_port port = { 0 };
+	struct gpu_device *dev = NULL;
+	struct options opt;
+	char why[GPU_WHY_SIZE];
+	unsigned lcore_id;
+	int eal_argc;
+	int rc;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	for (int i = 1; i < argc; i++)
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+			usage(stdout);
+			return 0;
+		}
+	eal_argc = rte_eal_init(argc, argv);
+	if (eal_argc < 0) {
+		fprintf(stderr, "zerohopd: EAL init failed: %s\n", rte_strerror(rte_errno));
+		return 1;
+	}
+	argc -= eal_argc;
+	argv += eal_argc;
+	rc = parse_options(argc, argv, &opt);
+	if (rc)
+		goto out_eal;
+
+	/* One rx/tx lcore per queue on the worker lcores; the main lcore stays the control core. */
+	RTE_LCORE_FOREACH_WORKER(lcore_id)
+		lcore_count++;
+	if (lcore_count == 0) {
+		fprintf(stderr, "zerohopd: needs two lcores, the control core and one rx/tx lcore "
+				"(-l 0-1, or --lcores '(0,1)@0' on one core)\n");
+		rc = -EINVAL;
+		goto out_eal;
+	}
+	lcore_count = 1; /* one queue for now: one rx/tx lcore */
+	default_worker_cores(&opt);
+
+	rc = gpu_device_open(&opt.gpu, &dev, why);
+	if (rc) {
+		fprintf(stderr, "zerohopd: device: %s\n", why);
+		goto out_eal;
+	}
+	if (why[0] != '\0')
+		printf("zerohopd: CUDA: %s\n", why);
+
+	rc = dp_port_open(&port, opt.port_id, (uint16_t)lcore_count, opt.gpu.ring_slot_count, why);
+	if (rc) {
+		fprintf(stderr, "zerohopd: port: %s\n", why);
+		goto out_dev;
+	}
+	for (uint32_t i = 0; i < lcore_count; i++) {
+		struct dp_lcore *lc = &lcores[i];
+
+		lc->port_id = port.port_id;
+		lc->queue_idx = (uint16_t)i;
+		lc->producer_idx = i;
+		lc->idle = opt.idle;
+		lc->self.mac = port.mac;
+		lc->self.ip = opt.ip.s_addr;
+		lc->self.udp_port = rte_cpu_to_be_16(opt.udp_port);
+		rc = dp_lcore_init(lc, dev);
+		if (rc) {
+			fprintf(stderr, "zerohopd: lcore state: %s\n", strerror(-rc));
+			goto out_lcores;
+		}
+	}
+
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	signal(SIGUSR1, on_signal);
+
+	rc = gpu_device_start(dev, why);
+	if (rc) {
+		fprintf(stderr, "zerohopd: device start: %s\n", why);
+		goto out_lcores;
+	}
+	print_startup(&opt, &port, dev);
+	{
+		uint32_t i = 0;
+
+		RTE_LCORE_FOREACH_WORKER(lcore_id) {
+			if (i == lcore_count)
+				break;
+			rte_eal_remote_launch(dp_lcore_main, &lcores[i++], lcore_id);
+		}
+	}
+	printf("zerohopd: ready\n");
+
+	control_loop(lcores, lcore_count, dev, opt.stats_interval_ms);
+
+	printf("zerohopd: stopping (signal %d)\n", (int)quit_signal);
+	for (uint32_t i = 0; i < lcore_count; i++)
+		lcores[i].stop = 1;
+	rte_eal_mp_wait_lcore();
+	gpu_device_stop(dev);
+	print_stats(lcores, lcore_count, dev);
+	rc = 0;
+out_lcores:
+	for (uint32_t i = 0; i < lcore_count; i++)
+		dp_lcore_free(&lcores[i]);
+	dp_port_close(&port);
+out_dev:
+	gpu_device_close(dev);
+out_eal:
+	rte_eal_cleanup();
+	if (rc == 0)
+		printf("zerohopd: stopped\n");
+	return rc ? 1 : 0;
+}

@@ -1,0 +1,301 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * gpu_device.c: device selection and the `cpu` device.
+ *
+ * The cpu device is N worker threads, each pinned to a core, each running the same persistent loop
+ * body a CUDA block runs (krn_loop_step). Everything is allocated in gpu_device_open; the workers
+ * allocate nothing.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+#include "gpu_device.h"
+#include "gpu_cuda.h"
+
+/* Empty polls before a backing-off worker starts to sleep, and its longest sleep. */
+#define BACKOFF_SPIN_POLLS 4096u
+#define BACKOFF_SLEEP_US_MAX 200u
+
+struct gpu_worker {
+	pthread_t thread;
+	struct gpu_device *dev;
+	int core;                 /* -1: not pinned */
+	int started;
+	uint64_t served_count;    /* written by this worker only, read relaxed by others */
+	struct krn_scratch scratch;
+} ZH_ALIGNED(ZH_CACHE_LINE_SIZE);
+
+struct gpu_device {
+	enum gpu_kind kind;
+	enum gpu_idle idle;
+	struct zh_ring ring;              /* host view */
+	struct krn_models models;
+	uint64_t stop;                    /* set to 1 (release) to end the loop */
+	uint32_t worker_count;
+	struct gpu_worker *workers;       /* [worker_count] */
+	void *ring_mem;                   /* tickets, slots and answers in one allocation */
+};
+
+const char *gpu_device_kind_name(enum gpu_kind kind)
+{
+	switch (kind) {
+	case GPU_KIND_AUTO: return "auto";
+	case GPU_KIND_CPU: return "cpu";
+	case GPU_KIND_CUDA_HOST: return "cuda-host";
+	case GPU_KIND_CUDA_GPUDIRECT: return "cuda-gpudirect";
+	}
+	return "?";
+}
+
+int gpu_kind_parse(const char *text, enum gpu_kind *out)
+{
+	static const enum gpu_kind kinds[] = { GPU_KIND_AUTO, GPU_KIND_CPU, GPU_KIND_CUDA_HOST,
+					       GPU_KIND_CUDA_GPUDIRECT };
+
+	for (size_t i = 0; i < ZH_ARRAY_SIZE(kinds); i++) {
+		if (strcmp(text, gpu_device_kind_name(kinds[i])) == 0) {
+			*out = kinds[i];
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+enum gpu_kind gpu_device_kind(const struct gpu_device *dev)
+{
+	return dev->kind;
+}
+
+const struct zh_ring *gpu_device_ring(const struct gpu_device *dev)
+{
+	return &dev->ring;
+}
+
+uint64_t gpu_device_payload_addr(const struct gpu_device *dev, const void *host_ptr)
+{
+	(void)dev; /* the cpu device reads host memory where it lies */
+	return (uint64_t)(uintptr_t)host_ptr;
+}
+
+uint64_t gpu_device_served_count(const struct gpu_device *dev)
+{
+	uint64_t sum = 0;
+
+	for (uint32_t i = 0; i < dev->worker_count; i++)
+		sum += __atomic_load_n(&dev->workers[i].served_count, __ATOMIC_RELAXED);
+	return sum;
+}
+
+static int is_power_of_two(uint32_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+/* Lay out tickets, slots and answer buffers in one cache-aligned, zeroed block. A zeroed slot
+ * word is lap 0, FREE: the state of every slot before the first ticket. */
+static int ring_alloc(struct gpu_device *dev, uint32_t slot_count)
+{
+	uint32_t ans_stride = (ZH_ANS_MAX_BYTES + ZH_CACHE_LINE_SIZE - 1) & ~(ZH_CACHE_LINE_SIZE - 1u);
+	size_t tickets_size = 2 * sizeof(struct zh_ring_ticket);
+	size_t slots_size = (size_t)slot_count * sizeof(struct zh_slot);
+	size_t total = tickets_size + slots_size + (size_t)slot_count * ans_stride;
+	uint8_t *mem = aligned_alloc(ZH_CACHE_LINE_SIZE, total);
+
+	if (!mem)
+		return -ENOMEM;
+	memset(mem, 0, total);
+	dev->ring_mem = mem;
+	dev->ring.prod_ticket = (struct zh_ring_ticket *)mem;
+	dev->ring.cons_ticket = (struct zh_ring_ticket *)mem + 1;
+	dev->ring.slots = (struct zh_slot *)(mem + tickets_size);
+	dev->ring.ans_base = mem + tickets_size + slots_size;
+	dev->ring.slot_count = slot_count;
+	dev->ring.slot_mask = slot_count - 1;
+	dev->ring.lap_shift = (uint32_t)__builtin_ctz(slot_count);
+	dev->ring.ans_stride_bytes = ans_stride;
+	return 0;
+}
+
+/* Resolve `auto` and refuse what this build or machine cannot do. */
+static int resolve_kind(enum gpu_kind asked, enum gpu_kind *out, char why[GPU_WHY_SIZE])
+{
+	char cuda_why[GPU_WHY_SIZE / 2];
+	int rc;
+
+	if (asked == GPU_KIND_CPU) {
+		*out = GPU_KIND_CPU;
+		return 0;
+	}
+	rc = gpu_cuda_probe(cuda_why, sizeof(cuda_why));
+	if (asked == GPU_KIND_AUTO) {
+		/* The persistent CUDA kernel is served by the CUDA runtime (a later step); until it
+		 * is there, auto always runs on the cpu device and says why. */
+		if (rc > 0)
+			snprintf(why, GPU_WHY_SIZE, "%s found, but the CUDA device loop is not built yet: using the cpu device", cuda_why);
+		else
+			snprintf(why, GPU_WHY_SIZE, "%s: using the cpu device", cuda_why);
+		*out = GPU_KIND_CPU;
+		return 0;
+	}
+	if (rc <= 0) {
+		snprintf(why, GPU_WHY_SIZE, "%s cannot run: %s", gpu_device_kind_name(asked), cuda_why);
+		return rc < 0 ? rc : -ENODEV;
+	}
+	snprintf(why, GPU_WHY_SIZE, "%s is not implemented yet", gpu_device_kind_name(asked));
+	return -ENOTSUP;
+}
+
+int gpu_device_open(const struct gpu_config *cfg, struct gpu_device **out, char why[GPU_WHY_SIZE])
+{
+	struct gpu_device *dev = NULL;
+	int rc;
+
+	why[0] = '\0';
+	if (!is_power_of_two(cfg->ring_slot_count) || cfg->ring_slot_count < ZH_RING_SLOTS_MIN ||
+	    cfg->ring_slot_count > ZH_RING_SLOTS_MAX) {
+		snprintf(why, GPU_WHY_SIZE, "ring slots must be a power of two in %u..%u, not %u",
+			 ZH_RING_SLOTS_MIN, ZH_RING_SLOTS_MAX, cfg->ring_slot_count);
+		return -EINVAL;
+	}
+	if (cfg->worker_count > GPU_WORKERS_MAX) {
+		snprintf(why, GPU_WHY_SIZE, "at most %u workers", GPU_WORKERS_MAX);
+		return -EINVAL;
+	}
+	if (cfg->models.count == 0 || cfg->models.count > KRN_MODELS_MAX ||
+	    cfg->models.default_idx >= cfg->models.count) {
+		snprintf(why, GPU_WHY_SIZE, "between 1 and %u models, with a valid default", KRN_MODELS_MAX);
+		return -EINVAL;
+	}
+
+	dev = calloc(1, sizeof(*dev));
+	if (!dev) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = resolve_kind(cfg->kind, &dev->kind, why);
+	if (rc)
+		goto fail;
+	dev->idle = cfg->idle;
+	dev->models = cfg->models;
+	dev->worker_count = cfg->worker_count;
+	if (cfg->worker_count > 0) {
+		dev->workers = aligned_alloc(ZH_CACHE_LINE_SIZE, cfg->worker_count * sizeof(*dev->workers));
+		if (!dev->workers) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		memset(dev->workers, 0, cfg->worker_count * sizeof(*dev->workers));
+	}
+	for (uint32_t i = 0; i < cfg->worker_count; i++) {
+		dev->workers[i].dev = dev;
+		dev->workers[i].core = cfg->worker_cores[i];
+	}
+	rc = ring_alloc(dev, cfg->ring_slot_count);
+	if (rc) {
+		snprintf(why, GPU_WHY_SIZE, "cannot allocate a ring of %u slots", cfg->ring_slot_count);
+		goto fail;
+	}
+	*out = dev;
+	return 0;
+fail:
+	if (rc == -ENOMEM && why[0] == '\0')
+		snprintf(why, GPU_WHY_SIZE, "out of memory");
+	gpu_device_close(dev);
+	return rc;
+}
+
+static void idle_sleep(uint32_t sleep_us)
+{
+	struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)sleep_us * 1000 };
+
+	nanosleep(&ts, NULL);
+}
+
+static void *worker_main(void *arg)
+{
+	struct gpu_worker *w = arg;
+	struct gpu_device *dev = w->dev;
+	const struct zh_ring ring = dev->ring;
+	uint32_t empty_polls = 0;
+	uint32_t sleep_us = 0;
+
+	/* Sleeps of a few microseconds are worthless with the default 50 us timer slack. */
+	prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+	while (!__atomic_load_n(&dev->stop, __ATOMIC_ACQUIRE)) {
+		if (krn_loop_step(&ring, &dev->models, &w->scratch)) {
+			/* Relaxed: a statistic, nobody orders anything by it. */
+			__atomic_store_n(&w->served_count, w->served_count + 1, __ATOMIC_RELAXED);
+			empty_polls = 0;
+			sleep_us = 0;
+			continue;
+		}
+		if (dev->idle == GPU_IDLE_POLL || ++empty_polls < BACKOFF_SPIN_POLLS) {
+			zh_cpu_relax();
+			continue;
+		}
+		sleep_us = sleep_us == 0 ? 1 : (sleep_us * 2 > BACKOFF_SLEEP_US_MAX ? BACKOFF_SLEEP_US_MAX : sleep_us * 2);
+		idle_sleep(sleep_us);
+	}
+	return NULL;
+}
+
+int gpu_device_start(struct gpu_device *dev, char why[GPU_WHY_SIZE])
+{
+	int rc = 0;
+
+	__atomic_store_n(&dev->stop, 0, __ATOMIC_RELEASE);
+	for (uint32_t i = 0; i < dev->worker_count; i++) {
+		struct gpu_worker *w = &dev->workers[i];
+		pthread_attr_t attr;
+		char name[16];
+
+		pthread_attr_init(&attr);
+		if (w->core >= 0) {
+			cpu_set_t set;
+
+			CPU_ZERO(&set);
+			CPU_SET(w->core, &set);
+			pthread_attr_setaffinity_np(&attr, sizeof(set), &set);
+		}
+		rc = -pthread_create(&w->thread, &attr, worker_main, w);
+		pthread_attr_destroy(&attr);
+		if (rc) {
+			snprintf(why, GPU_WHY_SIZE, "worker %u on core %d: %s", i, w->core, strerror(-rc));
+			gpu_device_stop(dev);
+			return rc;
+		}
+		w->started = 1;
+		snprintf(name, sizeof(name), "zh-cpu-%u", i & 0xffu);
+		pthread_setname_np(w->thread, name);
+	}
+	return 0;
+}
+
+void gpu_device_stop(struct gpu_device *dev)
+{
+	if (!dev)
+		return;
+	__atomic_store_n(&dev->stop, 1, __ATOMIC_RELEASE);
+	for (uint32_t i = 0; i < dev->worker_count; i++) {
+		if (dev->workers[i].started) {
+			pthread_join(dev->workers[i].thread, NULL);
+			dev->workers[i].started = 0;
+		}
+	}
+}
+
+void gpu_device_close(struct gpu_device *dev)
+{
+	if (!dev)
+		return;
+	gpu_device_stop(dev);
+	free(dev->workers);
+	free(dev->ring_mem);
+	free(dev);
+}

@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * gpu_device.h: the device runtimes behind one interface. A device owns the request ring and the
+ * persistent loop that consumes it: worker threads running kernels/krn_serve on the `cpu` device, or a
+ * persistent CUDA kernel on the `cuda-*` devices. The dataplane produces into the ring and reaps it.
+ *
+ * Life cycle: gpu_device_open (allocate everything) -> gpu_device_start (launch the loop) ->
+ * gpu_device_stop (the loop exits; slots in flight are finished first) -> gpu_device_close.
+ * All functions return 0 or -errno; on failure `why` holds a one-line reason for the operator.
+ */
+#ifndef GPU_DEVICE_H
+#define GPU_DEVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "zh_ring.h"
+#include "krn_serve.h"
+
+#define GPU_WORKERS_MAX 64u
+#define GPU_WHY_SIZE 256u
+
+enum gpu_kind {
+	GPU_KIND_AUTO = 0,      /* CUDA if a driver and a GPU are there, else cpu */
+	GPU_KIND_CPU,
+	GPU_KIND_CUDA_HOST,
+	GPU_KIND_CUDA_GPUDIRECT,
+};
+
+enum gpu_idle {
+	GPU_IDLE_POLL = 0, /* busy polling: the production default */
+	GPU_IDLE_BACKOFF,  /* short sleeps when idle, for shared dev machines and tests */
+};
+
+struct gpu_config {
+	enum gpu_kind kind;
+	enum gpu_idle idle;
+	uint32_t worker_count;               /* cpu device threads, 0..GPU_WORKERS_MAX (0: inline only) */
+	int worker_cores[GPU_WORKERS_MAX];   /* core of each worker, -1 for unpinned */
+	uint32_t ring_slot_count;            /* power of two, ZH_RING_SLOTS_MIN..ZH_RING_SLOTS_MAX */
+	struct krn_models models;            /* what the loop serves */
+};
+
+struct gpu_device;
+
+int gpu_device_open(const struct gpu_config *cfg, struct gpu_device **out, char why[GPU_WHY_SIZE]);
+int gpu_device_start(struct gpu_device *dev, char why[GPU_WHY_SIZE]);
+void gpu_device_stop(struct gpu_device *dev);
+void gpu_device_close(struct gpu_device *dev);
+
+/* The host's view of the ring, valid from open to close. */
+const struct zh_ring *gpu_device_ring(const struct gpu_device *dev);
+
+/* The address the device uses for a request payload that the host sees at `host_ptr`. */
+uint64_t gpu_device_payload_addr(const struct gpu_device *dev, const void *host_ptr);
+
+/* "cpu", "cuda-host" or "cuda-gpudirect": what `auto` resolved to. */
+const char *gpu_device_kind_name(enum gpu_kind kind);
+enum gpu_kind gpu_device_kind(const struct gpu_device *dev);
+int gpu_kind_parse(const char *text, enum gpu_kind *out);
+
+/* Requests the loop served since start, summed over workers (read at any time, approximate). */
+uint64_t gpu_device_served_count(const struct gpu_device *dev);
+
+#endif /* GPU_DEVICE_H */
