@@ -246,16 +246,18 @@ static uint32_t reap_done(struct dp_lcore *lc, struct rte_mbuf **tx, uint32_t *t
 	return reaped;
 }
 
-static void transmit(struct dp_lcore *lc, struct rte_mbuf **tx, uint32_t tx_count, struct dp_stats *local)
+static void transmit(struct dp_lcore *lc, struct rte_mbuf **tx, uint32_t tx_count)
 {
 	uint16_t sent = rte_eth_tx_burst(lc->port_id, lc->queue_idx, tx, (uint16_t)tx_count);
+	uint64_t *counters = lc->stats.counters;
 
-	local->counters[DP_COUNTER_tx_frames] += sent;
 	/* Whatever the port refused is still ours to free. */
 	if (unlikely(sent < tx_count)) {
-		local->counters[DP_COUNTER_tx_dropped] += tx_count - sent;
 		rte_pktmbuf_free_bulk(&tx[sent], tx_count - sent);
+		__atomic_store_n(&counters[DP_COUNTER_tx_dropped], counters[DP_COUNTER_tx_dropped] + tx_count - sent,
+				 __ATOMIC_RELAXED);
 	}
+	__atomic_store_n(&counters[DP_COUNTER_tx_frames], counters[DP_COUNTER_tx_frames] + sent, __ATOMIC_RELAXED);
 }
 
 static void idle_sleep(uint32_t sleep_us)
@@ -291,10 +293,11 @@ static uint32_t poll_once(struct dp_lcore *lc)
 		}
 	}
 	reaped = reap_done(lc, tx, &tx_count, &local);
-	if (tx_count > 0)
-		transmit(lc, tx, tx_count, &local);
+	/* Counters are published before the frames leave, so whoever sees an answer sees it counted. */
 	if (n > 0 || reaped > 0)
 		dp_stats_add(&lc->stats, &local);
+	if (tx_count > 0)
+		transmit(lc, tx, tx_count);
 	return n + reaped;
 }
 

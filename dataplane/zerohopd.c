@@ -225,12 +225,20 @@ static void default_worker_cores(struct options *opt)
 
 static void print_stats(struct dp_lcore *lcores, uint32_t lcore_count, const struct gpu_device *dev)
 {
+	struct rte_eth_stats port_stats;
 	struct dp_stats sum;
 
 	memset(&sum, 0, sizeof(sum));
 	for (uint32_t i = 0; i < lcore_count; i++)
 		dp_stats_add(&sum, &lcores[i].stats);
 	dp_stats_print_json(stdout, "zerohopd: stats ", &sum);
+	/* What the port itself counted, including frames it dropped before any lcore saw them. */
+	if (rte_eth_stats_get(lcores[0].port_id, &port_stats) == 0)
+		printf("zerohopd: port {\"ipackets\": %" PRIu64 ", \"opackets\": %" PRIu64
+		       ", \"imissed\": %" PRIu64 ", \"ierrors\": %" PRIu64 ", \"oerrors\": %" PRIu64
+		       ", \"rx_nombuf\": %" PRIu64 "}\n",
+		       port_stats.ipackets, port_stats.opackets, port_stats.imissed, port_stats.ierrors,
+		       port_stats.oerrors, port_stats.rx_nombuf);
 	printf("zerohopd: device served %" PRIu64 " requests\n", gpu_device_served_count(dev));
 	fflush(stdout);
 }

@@ -73,10 +73,12 @@ static ZH_HD int take_container(struct krn_mp_reader *r, struct krn_mp_value *ou
 {
 	uint64_t min_bytes = type == KRN_MP_MAP ? count * 2 : count;
 
-	if (min_bytes > krn_mp_reader_left(r))
-		return KRN_MP_E_TOO_LARGE;
+	/* The header is reported even when refused, so a caller can tell a count beyond its own
+	 * bound (too large) from a plausible one whose elements are missing (truncated). */
 	out->type = type;
 	out->size = (uint32_t)count;
+	if (min_bytes > krn_mp_reader_left(r))
+		return KRN_MP_E_TOO_LARGE;
 	return KRN_MP_OK;
 }
 

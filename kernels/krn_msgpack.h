@@ -65,7 +65,8 @@ ZH_HD void krn_mp_reader_init(struct krn_mp_reader *r, const uint8_t *buf, uint3
 ZH_HD uint32_t krn_mp_reader_left(const struct krn_mp_reader *r);
 
 /* Read one value header (for containers, only the header: the elements follow). Returns 0 or a
- * negative enum krn_mp_error; on error the reader position is unspecified. */
+ * negative enum krn_mp_error; on error the reader position is unspecified. On KRN_MP_E_TOO_LARGE
+ * `out` still holds the container's type and claimed count. */
 ZH_HD int krn_mp_read(struct krn_mp_reader *r, struct krn_mp_value *out);
 
 /* Skip one complete value including nested elements, iteratively (no recursion on the device). */

@@ -67,6 +67,34 @@ static ZH_HD enum zh_status reader_error(int rc, const char **error)
 	return ZH_STATUS_BAD_REQUEST;
 }
 
+/*
+ * Read a container header whose count the protocol bounds by `max`. A count over the bound is too
+ * large whatever follows; a count within it that the bytes left cannot hold is a truncated request.
+ */
+static ZH_HD enum zh_status read_bounded_header(struct krn_mp_reader *r, enum krn_mp_type type,
+						uint32_t max, struct krn_mp_value *v,
+						const char *bad_type, const char *too_many,
+						const char **error)
+{
+	int rc = krn_mp_read(r, v);
+
+	if (rc && rc != KRN_MP_E_TOO_LARGE)
+		return reader_error(rc, error);
+	if (v->type != type) {
+		*error = bad_type;
+		return ZH_STATUS_BAD_REQUEST;
+	}
+	if (v->size > max) {
+		*error = too_many;
+		return ZH_STATUS_TOO_LARGE;
+	}
+	if (rc) {
+		*error = "truncated msgpack";
+		return ZH_STATUS_BAD_REQUEST;
+	}
+	return ZH_STATUS_OK;
+}
+
 static ZH_HD enum zh_status read_uint(struct krn_mp_reader *r, uint64_t max, uint64_t *out,
 				      const char *bad_type, const char **error)
 {
@@ -87,23 +115,16 @@ static ZH_HD enum zh_status read_tokens(struct krn_mp_reader *r, struct krn_requ
 					const char **error)
 {
 	struct krn_mp_value v;
-	int rc = krn_mp_read(r, &v);
+	enum zh_status st = read_bounded_header(r, KRN_MP_ARRAY, ZH_TOKENS_MAX, &v, "tokens must be an array",
+						"too many tokens", error);
 
-	if (rc)
-		return reader_error(rc, error);
-	if (v.type != KRN_MP_ARRAY) {
-		*error = "tokens must be an array";
-		return ZH_STATUS_BAD_REQUEST;
-	}
-	if (v.size > ZH_TOKENS_MAX) {
-		*error = "too many tokens";
-		return ZH_STATUS_TOO_LARGE;
-	}
+	if (st != ZH_STATUS_OK)
+		return st;
 	req->token_count = v.size;
 	for (uint32_t i = 0; i < v.size; i++) {
 		uint64_t id;
-		enum zh_status st = read_uint(r, 0xffffffffu, &id, "token ids must be uint32", error);
 
+		st = read_uint(r, 0xffffffffu, &id, "token ids must be uint32", error);
 		if (st != ZH_STATUS_OK)
 			return st;
 		req->tokens[i] = (uint32_t)id;
@@ -115,18 +136,12 @@ static ZH_HD enum zh_status read_dense(struct krn_mp_reader *r, struct krn_reque
 				       const char **error)
 {
 	struct krn_mp_value v;
-	int rc = krn_mp_read(r, &v);
+	enum zh_status st = read_bounded_header(r, KRN_MP_ARRAY, ZH_DENSE_MAX, &v, "dense must be an array",
+						"too many dense features", error);
+	int rc;
 
-	if (rc)
-		return reader_error(rc, error);
-	if (v.type != KRN_MP_ARRAY) {
-		*error = "dense must be an array";
-		return ZH_STATUS_BAD_REQUEST;
-	}
-	if (v.size > ZH_DENSE_MAX) {
-		*error = "too many dense features";
-		return ZH_STATUS_TOO_LARGE;
-	}
+	if (st != ZH_STATUS_OK)
+		return st;
 	req->dense_count = v.size;
 	for (uint32_t i = 0; i < v.size; i++) {
 		double d;
@@ -294,17 +309,10 @@ static ZH_HD enum zh_status decode_map(const uint8_t *buf, uint32_t size_bytes, 
 	int rc;
 
 	krn_mp_reader_init(&r, buf, size_bytes);
-	rc = krn_mp_read(&r, &v);
-	if (rc)
-		return reader_error(rc, error);
-	if (v.type != KRN_MP_MAP) {
-		*error = "request must be a map";
-		return ZH_STATUS_BAD_REQUEST;
-	}
-	if (v.size > ZH_REQ_KEYS_MAX) {
-		*error = "too many keys";
-		return ZH_STATUS_TOO_LARGE;
-	}
+	enum zh_status st = read_bounded_header(&r, KRN_MP_MAP, ZH_REQ_KEYS_MAX, &v, "request must be a map",
+						"too many keys", error);
+	if (st != ZH_STATUS_OK)
+		return st;
 	uint32_t key_count = v.size;
 	for (uint32_t i = 0; i < key_count; i++) {
 		rc = krn_mp_read(&r, &v);
@@ -323,7 +331,7 @@ static ZH_HD enum zh_status decode_map(const uint8_t *buf, uint32_t size_bytes, 
 			}
 			req->present_mask |= bit;
 		}
-		enum zh_status st = read_value(&r, key, req, error);
+		st = read_value(&r, key, req, error);
 		if (st != ZH_STATUS_OK)
 			return st;
 	}
