@@ -44,6 +44,16 @@ int dp_lcore_init(struct dp_lcore *lc, struct gpu_device *dev)
 	lc->pending_count = 0;
 	lc->pending_tickets = rte_zmalloc("zh_pending", ring->slot_count * sizeof(uint64_t), 0);
 	lc->slot_mbufs = rte_zmalloc("zh_slot_mbufs", ring->slot_count * sizeof(struct rte_mbuf *), 0);
+	lc->inline_models = NULL;
+	lc->inline_scratch = NULL;
+	if (gpu_device_is_inline(dev)) {
+		lc->inline_models = gpu_device_models(dev);
+		lc->inline_scratch = rte_zmalloc("zh_inline_scratch", sizeof(struct krn_scratch), RTE_CACHE_LINE_SIZE);
+		if (!lc->inline_scratch) {
+			dp_lcore_free(lc);
+			return -ENOMEM;
+		}
+	}
 	if (!lc->pending_tickets || !lc->slot_mbufs) {
 		dp_lcore_free(lc);
 		return -ENOMEM;
@@ -56,8 +66,10 @@ void dp_lcore_free(struct dp_lcore *lc)
 {
 	rte_free(lc->pending_tickets);
 	rte_free(lc->slot_mbufs);
+	rte_free(lc->inline_scratch);
 	lc->pending_tickets = NULL;
 	lc->slot_mbufs = NULL;
+	lc->inline_scratch = NULL;
 }
 
 void dp_stats_add(struct dp_stats *to, const struct dp_stats *from)
@@ -291,6 +303,16 @@ static uint32_t poll_once(struct dp_lcore *lc)
 				rte_prefetch0(rte_pktmbuf_mtod(rx[i + PREFETCH_OFFSET], void *));
 			handle_frame(lc, rx[i], rx_tsc, tx, &tx_count, &local);
 		}
+	}
+	/* Inline mode: run the device loop here until the ring is empty (at most one ring's worth),
+	 * so this burst's answers leave with this burst. */
+	if (lc->inline_scratch) {
+		uint32_t served = 0;
+
+		while (served < lc->ring.slot_count &&
+		       krn_loop_step(&lc->ring, lc->inline_models, lc->inline_scratch))
+			served++;
+		local.counters[DP_COUNTER_served_inline] += served;
 	}
 	reaped = reap_done(lc, tx, &tx_count, &local);
 	/* Counters are published before the frames leave, so whoever sees an answer sees it counted. */

@@ -27,7 +27,8 @@
 	X(answers, "answers from the device sent")                                  \
 	X(busy, "requests answered busy by the rx lcore because the ring was full") \
 	X(too_large, "requests answered too_large by the rx lcore")                \
-	X(answers_unsent, "answers that could not be built into a frame")
+	X(answers_unsent, "answers that could not be built into a frame")          \
+	X(served_inline, "requests this lcore served itself (inline mode)")
 
 enum dp_counter {
 #define DP_X(name, text) DP_COUNTER_##name,
@@ -61,6 +62,9 @@ struct dp_lcore {
 	uint32_t pending_head;            /* oldest, index into pending_tickets (mod slot_count) */
 	uint32_t pending_count;
 	struct rte_mbuf **slot_mbufs;     /* [ring.slot_count] */
+	/* Inline mode: the device loop's models and this lcore's scratch; NULL otherwise. */
+	const struct krn_models *inline_models;
+	struct krn_scratch *inline_scratch;
 	struct dp_stats stats;            /* written by this lcore; read by the main lcore */
 	volatile int stop;                /* set by the main lcore */
 } __rte_cache_aligned;

@@ -64,7 +64,7 @@ static void usage(FILE *out)
 		"  --udp-port N         UDP port of requests (default %u)\n"
 		"  --port N             DPDK port id (default 0)\n"
 		"  --device KIND        auto, cpu, cuda-host or cuda-gpudirect (default auto)\n"
-		"  --workers N          cpu device worker threads (default 1)\n"
+		"  --workers N          cpu device worker threads (default 1; 0: inline, the rx lcore serves)\n"
 		"  --worker-cores LIST  comma-separated cores for the workers (default: the main lcore's)\n"
 		"  --ring-slots N       request ring slots, a power of two (default %u)\n"
 		"  --idle MODE          poll (busy polling, the default) or backoff (sleep when idle)\n"
@@ -158,7 +158,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
 				goto bad;
 			break;
 		case O_WORKERS:
-			if (parse_u32(optarg, 1, GPU_WORKERS_MAX, &opt->gpu.worker_count))
+			if (parse_u32(optarg, 0, GPU_WORKERS_MAX, &opt->gpu.worker_count))
 				goto bad;
 			break;
 		case O_WORKER_CORES:
@@ -252,8 +252,11 @@ static void print_startup(const struct options *opt, const struct dp_port *port,
 	rte_ether_format_addr(mac, sizeof(mac), &port->mac);
 	printf("zerohopd: port %u (%s) MAC %s, IPv4 %s, UDP port %u, %u queue(s)\n", port->port_id,
 	       port->name, mac, ip, opt->udp_port, port->queue_count);
-	printf("zerohopd: device %s, %u worker(s) on core(s)", gpu_device_kind_name(gpu_device_kind(dev)),
-	       opt->gpu.worker_count);
+	printf("zerohopd: device %s, ", gpu_device_kind_name(gpu_device_kind(dev)));
+	if (gpu_device_is_inline(dev))
+		printf("inline (the rx lcore runs the device loop)");
+	else
+		printf("%u worker(s) on core(s)", opt->gpu.worker_count);
 	for (uint32_t i = 0; i < opt->gpu.worker_count; i++)
 		printf("%s%d", i ? "," : " ", opt->gpu.worker_cores[i]);
 	printf(", ring %u slots, idle %s\n", opt->gpu.ring_slot_count,

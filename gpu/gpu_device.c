@@ -92,6 +92,16 @@ uint64_t gpu_device_served_count(const struct gpu_device *dev)
 	return sum;
 }
 
+int gpu_device_is_inline(const struct gpu_device *dev)
+{
+	return dev->kind == GPU_KIND_CPU && dev->worker_count == 0;
+}
+
+const struct krn_models *gpu_device_models(const struct gpu_device *dev)
+{
+	return &dev->models;
+}
+
 static int is_power_of_two(uint32_t v)
 {
 	return v && !(v & (v - 1));

@@ -62,4 +62,12 @@ int gpu_kind_parse(const char *text, enum gpu_kind *out);
 /* Requests the loop served since start, summed over workers (read at any time, approximate). */
 uint64_t gpu_device_served_count(const struct gpu_device *dev);
 
+/*
+ * Inline mode: a cpu device with no workers. Then each rx lcore runs the device loop itself between
+ * bursts (krn_loop_step with the models below and scratch of its own): run to completion, no hop
+ * between cores. The lowest-latency CPU configuration, and the one that fits a 2-core machine.
+ */
+int gpu_device_is_inline(const struct gpu_device *dev);
+const struct krn_models *gpu_device_models(const struct gpu_device *dev);
+
 #endif /* GPU_DEVICE_H */

@@ -1,0 +1,70 @@
+# SPDX-License-Identifier: MIT
+"""The cpu device's configurations end to end: two pinned workers under a long run of requests, and
+inline mode (the rx lcore runs the device loop itself)."""
+import time
+
+import msgpack
+import pytest
+
+from conftest import BUILDS
+from zhnet import Appliance, Client
+
+
+def pipelined(client, count, window=64, deadline_s=300):
+    """Send `count` echo requests keeping `window` in flight; return {id: answer}. Bounded in time."""
+    answers = {}
+    sent = 0
+    started = time.monotonic()
+    client.sock.settimeout(2.0)
+    while len(answers) < count:
+        assert time.monotonic() - started < deadline_s, f"{len(answers)}/{count} answered in {deadline_s} s"
+        while sent < count and sent - len(answers) < window:
+            client.send_raw(msgpack.packb({"id": sent, "tokens": [sent & 0xffff, sent >> 16, 7]}))
+            sent += 1
+        answer = client.recv_answer()
+        assert answer["id"] not in answers, f"id {answer['id']} answered twice"
+        answers[answer["id"]] = answer
+    return answers
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_two_workers_answer_100k_requests(net, build):
+    app = Appliance(build, net, extra_args=["--workers", "2", "--worker-cores", "0,1"])
+    try:
+        assert any("2 worker(s) on core(s) 0,1" in line for line in app.log)
+        client = Client(net)
+        count = 100_000 if build == "build" else 20_000  # the sanitizer build is ~5x slower
+        answers = pipelined(client, count)
+        client.close()
+        for i in range(count):
+            assert answers[i] == {"id": i, "status": 0, "tokens": [i & 0xffff, i >> 16, 7]}
+        stats = app.stats()
+        assert stats["answers"] >= count and stats["status_ok"] >= count
+        assert stats["busy"] == 0
+    finally:
+        rc, final = app.stop()
+    assert rc == 0
+    # The workers (not the rx lcore) served every request.
+    served = [line for line in app.log if "device served" in line]
+    assert served and int(served[-1].split()[3]) >= count
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_inline_mode(net, build):
+    app = Appliance(build, net, extra_args=["--workers", "0"])
+    try:
+        assert any("inline (the rx lcore runs the device loop)" in line for line in app.log)
+        client = Client(net)
+        answers = pipelined(client, 5000)
+        for i in range(5000):
+            assert answers[i]["status"] == 0 and answers[i]["id"] == i
+        bad = client.ask_raw(b"\xc1")
+        assert bad["status"] == 1 and bad["id"] is None
+        assert client.ask({"id": 1, "tokens": [3]}) == {"id": 1, "status": 0, "tokens": [3]}
+        client.close()
+        stats = app.stats()
+        assert stats["served_inline"] == stats["requests"] >= 5002
+    finally:
+        rc, _ = app.stop()
+    assert rc == 0
+    assert any("device served 0 requests" in line for line in app.log)
