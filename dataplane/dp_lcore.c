@@ -140,6 +140,16 @@ static int publish_request(struct dp_lcore *lc, struct rte_mbuf *m, const struct
 		local->counters[DP_COUNTER_too_large]++;
 		return answer_now(lc, m, info, ZH_STATUS_TOO_LARGE, "request larger than 1472 bytes", local);
 	}
+	/* A stalled device would never answer: say so at once rather than queue behind it. */
+	if (unlikely(!lc->device_healthy)) {
+		local->counters[DP_COUNTER_device_stalled]++;
+		return answer_now(lc, m, info, ZH_STATUS_INTERNAL, "device stalled", local);
+	}
+	uint64_t req_addr = gpu_device_payload_addr(lc->dev, rte_pktmbuf_mtod_offset(m, uint8_t *, info->payload_offset));
+	if (unlikely(req_addr == 0)) {
+		local->counters[DP_COUNTER_device_unmapped]++;
+		return answer_now(lc, m, info, ZH_STATUS_INTERNAL, "payload not visible to the device", local);
+	}
 	slot = zh_ring_produce_begin(&lc->ring, &ticket);
 	if (unlikely(!slot)) {
 		local->counters[DP_COUNTER_busy]++;
@@ -152,7 +162,7 @@ static int publish_request(struct dp_lcore *lc, struct rte_mbuf *m, const struct
 	lc->pending_tickets[(lc->pending_head + lc->pending_count) & lc->ring.slot_mask] = ticket;
 	lc->pending_count++;
 
-	slot->req_addr = gpu_device_payload_addr(lc->dev, rte_pktmbuf_mtod_offset(m, uint8_t *, info->payload_offset));
+	slot->req_addr = req_addr;
 	slot->req_size_bytes = info->payload_size;
 	slot->ans_size_bytes = 0;
 	slot->ans_status = ZH_STATUS_INTERNAL;
@@ -295,6 +305,8 @@ static uint32_t poll_once(struct dp_lcore *lc)
 	if (n > 0) {
 		uint64_t rx_tsc = rte_rdtsc();
 
+		/* Read once per burst: the watchdog's verdict changes on a scale of milliseconds. */
+		lc->device_healthy = gpu_device_healthy(lc->dev);
 		local.counters[DP_COUNTER_rx_frames] = n;
 		for (uint32_t i = 0; i < PREFETCH_OFFSET && i < n; i++)
 			rte_prefetch0(rte_pktmbuf_mtod(rx[i], void *));

@@ -28,7 +28,9 @@
 	X(busy, "requests answered busy by the rx lcore because the ring was full") \
 	X(too_large, "requests answered too_large by the rx lcore")                \
 	X(answers_unsent, "answers that could not be built into a frame")          \
-	X(served_inline, "requests this lcore served itself (inline mode)")
+	X(served_inline, "requests this lcore served itself (inline mode)")       \
+	X(device_stalled, "requests answered internal because the device stalled") \
+	X(device_unmapped, "requests answered internal: payload not visible to the device")
 
 enum dp_counter {
 #define DP_X(name, text) DP_COUNTER_##name,
@@ -65,6 +67,7 @@ struct dp_lcore {
 	/* Inline mode: the device loop's models and this lcore's scratch; NULL otherwise. */
 	const struct krn_models *inline_models;
 	struct krn_scratch *inline_scratch;
+	int device_healthy;               /* the watchdog's verdict, read once per burst */
 	struct dp_stats stats;            /* written by this lcore; read by the main lcore */
 	volatile int stop;                /* set by the main lcore */
 } __rte_cache_aligned;

@@ -70,6 +70,8 @@ static void usage(FILE *out)
 		"  --idle MODE          poll (busy polling, the default) or backoff (sleep when idle)\n"
 		"  --model NAME         serve the built-in diagnostic model under NAME (default echo)\n"
 		"  --stats-interval-ms N  print counters every N ms (default 0: only on SIGUSR1 and at exit)\n"
+		"  --cuda-blocks N      blocks of the persistent CUDA kernel (default 4)\n"
+		"  --stall-ms N         heartbeat age after which the device counts as stalled (default 1000)\n"
 		"  --help\n",
 		DEFAULT_UDP_PORT, DEFAULT_RING_SLOTS);
 }
@@ -110,7 +112,7 @@ static int parse_cores(const char *text, struct options *opt)
 static int parse_options(int argc, char **argv, struct options *opt)
 {
 	enum { O_IP = 256, O_UDP_PORT, O_PORT, O_DEVICE, O_WORKERS, O_WORKER_CORES, O_RING_SLOTS, O_IDLE,
-	       O_MODEL, O_STATS, O_HELP };
+	       O_MODEL, O_STATS, O_CUDA_BLOCKS, O_STALL_MS, O_HELP };
 	static const struct option longopts[] = {
 		{ "ip", required_argument, NULL, O_IP },
 		{ "udp-port", required_argument, NULL, O_UDP_PORT },
@@ -122,6 +124,8 @@ static int parse_options(int argc, char **argv, struct options *opt)
 		{ "idle", required_argument, NULL, O_IDLE },
 		{ "model", required_argument, NULL, O_MODEL },
 		{ "stats-interval-ms", required_argument, NULL, O_STATS },
+		{ "cuda-blocks", required_argument, NULL, O_CUDA_BLOCKS },
+		{ "stall-ms", required_argument, NULL, O_STALL_MS },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -186,6 +190,14 @@ static int parse_options(int argc, char **argv, struct options *opt)
 			if (parse_u32(optarg, 0, 3600000, &opt->stats_interval_ms))
 				goto bad;
 			break;
+		case O_CUDA_BLOCKS:
+			if (parse_u32(optarg, 1, 1024, &opt->gpu.cuda_block_count))
+				goto bad;
+			break;
+		case O_STALL_MS:
+			if (parse_u32(optarg, 10, 600000, &opt->gpu.stall_ms))
+				goto bad;
+			break;
 		case O_HELP:
 			usage(stdout);
 			exit(0);
@@ -223,6 +235,34 @@ static void default_worker_cores(struct options *opt)
 		opt->gpu.worker_cores[i] = (int)rte_lcore_to_cpu_id((int)rte_get_main_lcore());
 }
 
+struct pool_register {
+	struct gpu_device *dev;
+	int rc;
+	char why[GPU_WHY_SIZE];
+};
+
+static void register_chunk(struct rte_mempool *mp, void *opaque, struct rte_mempool_memhdr *memhdr,
+			   unsigned mem_idx)
+{
+	struct pool_register *pr = opaque;
+
+	(void)mp;
+	(void)mem_idx;
+	if (pr->rc == 0)
+		pr->rc = gpu_device_register_payload_memory(pr->dev, memhdr->addr, memhdr->len, pr->why);
+}
+
+/* Request payloads stay in the mbufs the port filled: the device must be able to read that memory. */
+static int register_pool_memory(struct dp_port *port, struct gpu_device *dev)
+{
+	struct pool_register pr = { .dev = dev, .rc = 0 };
+
+	rte_mempool_mem_iter(port->pool, register_chunk, &pr);
+	if (pr.rc)
+		fprintf(stderr, "zerohopd: registering packet memory with the device: %s\n", pr.why);
+	return pr.rc;
+}
+
 static void print_stats(struct dp_lcore *lcores, uint32_t lcore_count, const struct gpu_device *dev)
 {
 	struct rte_eth_stats port_stats;
@@ -253,25 +293,37 @@ static void print_startup(const struct options *opt, const struct dp_port *port,
 	printf("zerohopd: port %u (%s) MAC %s, IPv4 %s, UDP port %u, %u queue(s)\n", port->port_id,
 	       port->name, mac, ip, opt->udp_port, port->queue_count);
 	printf("zerohopd: device %s, ", gpu_device_kind_name(gpu_device_kind(dev)));
-	if (gpu_device_is_inline(dev))
+	if (gpu_device_kind(dev) != GPU_KIND_CPU) {
+		printf("one persistent kernel of %u blocks", opt->gpu.cuda_block_count ? opt->gpu.cuda_block_count : 4);
+	} else if (gpu_device_is_inline(dev)) {
 		printf("inline (the rx lcore runs the device loop)");
-	else
+	} else {
 		printf("%u worker(s) on core(s)", opt->gpu.worker_count);
-	for (uint32_t i = 0; i < opt->gpu.worker_count; i++)
-		printf("%s%d", i ? "," : " ", opt->gpu.worker_cores[i]);
+		for (uint32_t i = 0; i < opt->gpu.worker_count; i++)
+			printf("%s%d", i ? "," : " ", opt->gpu.worker_cores[i]);
+	}
 	printf(", ring %u slots, idle %s\n", opt->gpu.ring_slot_count,
 	       opt->idle == DP_IDLE_BACKOFF ? "backoff" : "poll");
 	printf("zerohopd: model %s (echo: answers the token ids it receives)\n", opt->gpu.models.models[0].name);
 }
 
-static void control_loop(struct dp_lcore *lcores, uint32_t lcore_count, const struct gpu_device *dev,
+static void control_loop(struct dp_lcore *lcores, uint32_t lcore_count, struct gpu_device *dev,
 			 uint32_t stats_interval_ms)
 {
 	uint64_t since_stats_us = 0;
 
 	while (!quit_signal) {
+		int changed;
+		uint64_t age_ms;
+
 		usleep(CONTROL_TICK_US);
 		since_stats_us += CONTROL_TICK_US;
+		age_ms = gpu_device_watchdog(dev, &changed);
+		if (changed && !gpu_device_healthy(dev))
+			printf("zerohopd: device stalled: no heartbeat for %" PRIu64 " ms; new requests are answered internal\n",
+			       age_ms);
+		else if (changed)
+			printf("zerohopd: device recovered: heartbeat resumed\n");
 		if (stats_signal || (stats_interval_ms && since_stats_us >= stats_interval_ms * 1000ull)) {
 			stats_signal = 0;
 			since_stats_us = 0;
@@ -334,6 +386,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "zerohopd: port: %s\n", why);
 		goto out_dev;
 	}
+	rc = register_pool_memory(&port, dev);
+	if (rc)
+		goto out_lcores;
 	for (uint32_t i = 0; i < lcore_count; i++) {
 		struct dp_lcore *lc = &lcores[i];
 
@@ -341,6 +396,7 @@ int main(int argc, char **argv)
 		lc->queue_idx = (uint16_t)i;
 		lc->producer_idx = i;
 		lc->idle = opt.idle;
+		lc->device_healthy = 1;
 		lc->self.mac = port.mac;
 		lc->self.ip = opt.ip.s_addr;
 		lc->self.udp_port = rte_cpu_to_be_16(opt.udp_port);

@@ -1,14 +1,66 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * gpu_cuda.cu: CUDA host side. Uses the runtime API only, linked statically, so the binary starts on
- * machines without libcuda and learns at run time that there is no driver.
+ * gpu_cuda.cu: CUDA host side. Runtime API only, linked statically, so the binary starts on machines
+ * without libcuda and learns at run time that there is no driver. Every CUDA call is checked; errors
+ * name the call and the CUDA error, and a failed set-up undoes what it did.
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include <cuda_runtime.h>
 
 #include "gpu_cuda.h"
+#include "krn_cuda.h"
+
+/* Host memory regions registered for payloads (mbuf pools: one or a few chunks each). */
+#define REGIONS_MAX 64u
+#define BLOCKS_MAX 1024u
+
+struct region {
+	uintptr_t host_base;
+	uint64_t dev_base;
+	size_t len;
+};
+
+struct gpu_cuda {
+	struct gpu_cuda_params params;
+	cudaStream_t stream;
+	int launched;
+	/* Mapped pinned host memory: tickets, slots, answers (host and device addresses). */
+	uint8_t *ring_host;
+	uint8_t *ring_dev;
+	size_t ring_size;
+	/* Device memory: the consumer ticket (only GPU blocks CAS it), models, per-block scratch. */
+	struct zh_ring_ticket *cons_ticket_dev;
+	struct krn_models *models_dev;
+	struct krn_scratch *scratch_dev;
+	/* Mapped pinned host memory the host polls: stop flag and one heartbeat per block. */
+	uint32_t *stop_host;
+	uint32_t *stop_dev;
+	uint64_t *heartbeat_host;
+	uint64_t *heartbeat_dev;
+	/* Watchdog state, host only. */
+	uint64_t *heartbeat_seen;       /* [block_count] last value seen */
+	uint64_t *heartbeat_change_ns;  /* [block_count] host time it last changed */
+	struct zh_ring dev_view;
+	struct region regions[REGIONS_MAX];
+	uint32_t region_count;
+	int rdma_writes_ordered;
+};
+
+#define CUDA_TRY(call, label)                                                                      \
+	do {                                                                                       \
+		cudaError_t err_ = (call);                                                         \
+		if (err_ != cudaSuccess) {                                                         \
+			snprintf(why, why_size, "%s: %s (%d)", #call, cudaGetErrorString(err_),   \
+				 (int)err_);                                                       \
+			rc = err_ == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;                   \
+			goto label;                                                                \
+		}                                                                                  \
+	} while (0)
 
 extern "C" int gpu_cuda_probe(char *why, size_t why_size)
 {
@@ -39,4 +91,251 @@ extern "C" int gpu_cuda_probe(char *why, size_t why_size)
 extern "C" int gpu_cuda_runtime_version(void)
 {
 	return CUDART_VERSION;
+}
+
+extern "C" int gpu_cuda_describe(int device_idx, char *out, size_t out_size)
+{
+	cudaDeviceProp prop;
+	char bus[32];
+
+	if (cudaGetDeviceProperties(&prop, device_idx) != cudaSuccess ||
+	    cudaDeviceGetPCIBusId(bus, sizeof(bus), device_idx) != cudaSuccess)
+		return -ENODEV;
+	snprintf(out, out_size, "%s (sm_%d%d, %zu MiB, PCI %s)", prop.name, prop.major, prop.minor,
+		 prop.totalGlobalMem >> 20, bus);
+	return 0;
+}
+
+/*
+ * GPUDirect RDMA preconditions the GPU itself can tell. The NIC side (a PCI port whose driver can DMA
+ * into GPU memory) is the dataplane's to check.
+ */
+static int check_gpudirect(struct gpu_cuda *c, char *why, size_t why_size)
+{
+	int supported = 0;
+	int ordering = 0;
+	int rc = 0;
+
+	CUDA_TRY(cudaDeviceGetAttribute(&supported, cudaDevAttrGPUDirectRDMASupported, c->params.device_idx), out);
+	if (!supported) {
+		snprintf(why, why_size, "this GPU does not support GPUDirect RDMA");
+		return -ENOTSUP;
+	}
+	/* Whether NIC writes to GPU memory are seen by the GPU in order without a flush. */
+	CUDA_TRY(cudaDeviceGetAttribute(&ordering, cudaDevAttrGPUDirectRDMAWritesOrdering, c->params.device_idx), out);
+	c->rdma_writes_ordered = ordering >= cudaGPUDirectRDMAWritesOrderingOwner;
+	snprintf(why, why_size, "cuda-gpudirect needs the NIC-side payload path (GPU memory registered with "
+		 "DPDK and header/payload split), which this build does not have yet");
+	rc = -ENOTSUP;
+out:
+	return rc;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+extern "C" int gpu_cuda_open(const struct gpu_cuda_params *params, struct gpu_cuda **out,
+			     struct zh_ring *host_view, char *why, size_t why_size)
+{
+	struct gpu_cuda *c;
+	size_t tickets_size = 2 * sizeof(struct zh_ring_ticket);
+	size_t slots_size = (size_t)params->slot_count * sizeof(struct zh_slot);
+	int rc = 0;
+
+	if (params->block_count == 0 || params->block_count > BLOCKS_MAX || params->thread_count == 0 ||
+	    params->thread_count > 1024) {
+		snprintf(why, why_size, "blocks must be 1..%u and threads 1..1024", BLOCKS_MAX);
+		return -EINVAL;
+	}
+	c = (struct gpu_cuda *)calloc(1, sizeof(*c));
+	if (!c) {
+		snprintf(why, why_size, "out of memory");
+		return -ENOMEM;
+	}
+	c->params = *params;
+	c->heartbeat_seen = (uint64_t *)calloc(params->block_count, sizeof(uint64_t));
+	c->heartbeat_change_ns = (uint64_t *)calloc(params->block_count, sizeof(uint64_t));
+	if (!c->heartbeat_seen || !c->heartbeat_change_ns) {
+		snprintf(why, why_size, "out of memory");
+		rc = -ENOMEM;
+		goto fail;
+	}
+	CUDA_TRY(cudaSetDevice(params->device_idx), fail);
+	if (params->gpudirect) {
+		rc = check_gpudirect(c, why, why_size);
+		if (rc)
+			goto fail;
+	}
+	CUDA_TRY(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking), fail);
+
+	/* The ring in pinned host memory mapped into the GPU: the rx lcore writes descriptors and
+	 * READY with plain stores; the GPU reads them over PCIe, which snoops the CPU caches. */
+	c->ring_size = tickets_size + slots_size + (size_t)params->slot_count * params->ans_stride_bytes;
+	CUDA_TRY(cudaHostAlloc((void **)&c->ring_host, c->ring_size, cudaHostAllocMapped | cudaHostAllocPortable), fail);
+	memset(c->ring_host, 0, c->ring_size);
+	CUDA_TRY(cudaHostGetDevicePointer((void **)&c->ring_dev, c->ring_host, 0), fail);
+
+	CUDA_TRY(cudaMalloc((void **)&c->cons_ticket_dev, sizeof(struct zh_ring_ticket)), fail);
+	CUDA_TRY(cudaMemset(c->cons_ticket_dev, 0, sizeof(struct zh_ring_ticket)), fail);
+	CUDA_TRY(cudaMalloc((void **)&c->models_dev, sizeof(struct krn_models)), fail);
+	CUDA_TRY(cudaMemcpy(c->models_dev, params->models, sizeof(struct krn_models), cudaMemcpyHostToDevice), fail);
+	CUDA_TRY(cudaMalloc((void **)&c->scratch_dev, params->block_count * sizeof(struct krn_scratch)), fail);
+
+	CUDA_TRY(cudaHostAlloc((void **)&c->stop_host, sizeof(uint32_t), cudaHostAllocMapped | cudaHostAllocPortable), fail);
+	CUDA_TRY(cudaHostGetDevicePointer((void **)&c->stop_dev, c->stop_host, 0), fail);
+	CUDA_TRY(cudaHostAlloc((void **)&c->heartbeat_host, params->block_count * sizeof(uint64_t),
+			       cudaHostAllocMapped | cudaHostAllocPortable), fail);
+	memset(c->heartbeat_host, 0, params->block_count * sizeof(uint64_t));
+	CUDA_TRY(cudaHostGetDevicePointer((void **)&c->heartbeat_dev, c->heartbeat_host, 0), fail);
+	*c->stop_host = 0;
+
+	/* Both views of one ring: the producer ticket is the host's (the GPU never produces), the
+	 * consumer ticket lives in GPU memory where the blocks contend for it. */
+	host_view->prod_ticket = (struct zh_ring_ticket *)c->ring_host;
+	host_view->cons_ticket = (struct zh_ring_ticket *)c->ring_host + 1; /* unused by the host */
+	host_view->slots = (struct zh_slot *)(c->ring_host + tickets_size);
+	host_view->ans_base = c->ring_host + tickets_size + slots_size;
+	host_view->slot_count = params->slot_count;
+	host_view->slot_mask = params->slot_count - 1;
+	host_view->lap_shift = (uint32_t)__builtin_ctz(params->slot_count);
+	host_view->ans_stride_bytes = params->ans_stride_bytes;
+	c->dev_view = *host_view;
+	c->dev_view.prod_ticket = (struct zh_ring_ticket *)c->ring_dev;
+	c->dev_view.cons_ticket = c->cons_ticket_dev;
+	c->dev_view.slots = (struct zh_slot *)(c->ring_dev + tickets_size);
+	c->dev_view.ans_base = c->ring_dev + tickets_size + slots_size;
+	*out = c;
+	return 0;
+fail:
+	gpu_cuda_close(c);
+	return rc ? rc : -EIO;
+}
+
+extern "C" int gpu_cuda_start(struct gpu_cuda *c, char *why, size_t why_size)
+{
+	uint64_t t = now_ns();
+	int rc = 0;
+	int err;
+
+	CUDA_TRY(cudaSetDevice(c->params.device_idx), out);
+	for (uint32_t i = 0; i < c->params.block_count; i++)
+		c->heartbeat_change_ns[i] = t;
+	*(volatile uint32_t *)c->stop_host = 0;
+	err = krn_cuda_launch_loop(c->dev_view, c->models_dev, c->scratch_dev, c->stop_dev, c->heartbeat_dev,
+				   c->params.block_count, c->params.thread_count, c->stream);
+	if (err != cudaSuccess) {
+		snprintf(why, why_size, "launch of the persistent kernel: %s (%d)",
+			 cudaGetErrorString((cudaError_t)err), err);
+		return -EIO;
+	}
+	c->launched = 1;
+out:
+	return rc;
+}
+
+extern "C" int gpu_cuda_stop(struct gpu_cuda *c, uint32_t timeout_ms)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
+
+	if (!c || !c->launched)
+		return 0;
+	/* A plain store to mapped host memory; the kernel's volatile load sees it over PCIe.
+	 * The fence keeps it from lingering in a store buffer while we poll. */
+	*(volatile uint32_t *)c->stop_host = 1;
+	__sync_synchronize();
+	/* Poll rather than synchronize: a stalled kernel must not hang the shutdown. */
+	while (cudaStreamQuery(c->stream) == cudaErrorNotReady) {
+		if (now_ns() > deadline)
+			return -ETIMEDOUT;
+		struct timespec ts = { 0, 1000000 };
+		nanosleep(&ts, NULL);
+	}
+	c->launched = 0;
+	return 0;
+}
+
+extern "C" void gpu_cuda_close(struct gpu_cuda *c)
+{
+	if (!c)
+		return;
+	if (c->launched && gpu_cuda_stop(c, 1000) != 0) {
+		/* The kernel did not stop: its memory may still be in use. Leave it to process exit. */
+		fprintf(stderr, "zerohopd: CUDA kernel did not stop; leaving its memory mapped\n");
+		return;
+	}
+	for (uint32_t i = 0; i < c->region_count; i++)
+		cudaHostUnregister((void *)c->regions[i].host_base);
+	if (c->ring_host)
+		cudaFreeHost(c->ring_host);
+	if (c->stop_host)
+		cudaFreeHost(c->stop_host);
+	if (c->heartbeat_host)
+		cudaFreeHost(c->heartbeat_host);
+	cudaFree(c->cons_ticket_dev);
+	cudaFree(c->models_dev);
+	cudaFree(c->scratch_dev);
+	if (c->stream)
+		cudaStreamDestroy(c->stream);
+	free(c->heartbeat_seen);
+	free(c->heartbeat_change_ns);
+	free(c);
+}
+
+extern "C" int gpu_cuda_register_host(struct gpu_cuda *c, void *addr, size_t len, char *why, size_t why_size)
+{
+	struct region *r;
+	int rc = 0;
+
+	if (c->region_count == REGIONS_MAX) {
+		snprintf(why, why_size, "more than %u payload memory regions", REGIONS_MAX);
+		return -ENOSPC;
+	}
+	r = &c->regions[c->region_count];
+	CUDA_TRY(cudaHostRegister(addr, len, cudaHostRegisterMapped | cudaHostRegisterPortable), out);
+	void *dev;
+	CUDA_TRY(cudaHostGetDevicePointer(&dev, addr, 0), unregister);
+	r->host_base = (uintptr_t)addr;
+	r->dev_base = (uint64_t)(uintptr_t)dev;
+	r->len = len;
+	c->region_count++;
+	return 0;
+unregister:
+	cudaHostUnregister(addr);
+out:
+	return rc;
+}
+
+extern "C" uint64_t gpu_cuda_payload_addr(const struct gpu_cuda *c, const void *host_ptr)
+{
+	uintptr_t p = (uintptr_t)host_ptr;
+
+	/* A handful of regions: a linear scan costs less than anything cleverer. */
+	for (uint32_t i = 0; i < c->region_count; i++) {
+		const struct region *r = &c->regions[i];
+		if (p >= r->host_base && p - r->host_base < r->len)
+			return r->dev_base + (p - r->host_base);
+	}
+	return 0;
+}
+
+extern "C" uint64_t gpu_cuda_heartbeat_age_ms(struct gpu_cuda *c, uint64_t now)
+{
+	uint64_t oldest = 0;
+
+	for (uint32_t i = 0; i < c->params.block_count; i++) {
+		uint64_t beat = *(volatile uint64_t *)&c->heartbeat_host[i];
+
+		if (beat != c->heartbeat_seen[i]) {
+			c->heartbeat_seen[i] = beat;
+			c->heartbeat_change_ns[i] = now;
+		}
+		if (now - c->heartbeat_change_ns[i] > oldest)
+			oldest = now - c->heartbeat_change_ns[i];
+	}
+	return oldest / 1000000ull;
 }

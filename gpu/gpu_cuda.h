@@ -1,12 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * gpu_cuda.h: the thin host side of the CUDA devices, with C linkage. Built by nvcc from
- * gpu_cuda.cu when the toolkit is there, else from gpu_cuda_none.c, which says so.
+ * gpu_cuda.h: the thin host side of the CUDA devices, with C linkage. Built by nvcc from gpu_cuda.cu
+ * when the toolkit is there, else from gpu_cuda_none.c, which refuses every call with a reason.
+ *
+ * Placements (docs/ARCHITECTURE.md):
+ *   cuda-host       ring, answers, stop flag and heartbeats in pinned host memory mapped into the GPU;
+ *                   request payloads in host mbufs registered with the GPU (gpu_cuda_register_host).
+ *   cuda-gpudirect  request payloads in GPU memory the NIC writes by DMA. Needs a GPUDirect-RDMA NIC
+ *                   driven by DPDK and a GPU that can be its peer; refused otherwise, with the reason.
  */
 #ifndef GPU_CUDA_H
 #define GPU_CUDA_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include "zh_ring.h"
+#include "krn_serve.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,6 +31,41 @@ int gpu_cuda_probe(char *why, size_t why_size);
 
 /* The runtime version this binary was linked with, e.g. 13000; 0 without CUDA. */
 int gpu_cuda_runtime_version(void);
+
+struct gpu_cuda;
+
+struct gpu_cuda_params {
+	int gpudirect;                  /* 0: cuda-host, 1: cuda-gpudirect */
+	int device_idx;                 /* CUDA device ordinal */
+	uint32_t slot_count;            /* ring slots, a power of two */
+	uint32_t ans_stride_bytes;      /* bytes per answer buffer, a multiple of 64 */
+	uint32_t block_count;           /* blocks of the persistent kernel, each claiming slots */
+	uint32_t thread_count;          /* threads per block */
+	const struct krn_models *models;
+};
+
+/* Allocate and map everything; *host_view receives the host's pointers to the ring. */
+int gpu_cuda_open(const struct gpu_cuda_params *params, struct gpu_cuda **out, struct zh_ring *host_view,
+		  char *why, size_t why_size);
+/* Launch the persistent kernel. */
+int gpu_cuda_start(struct gpu_cuda *c, char *why, size_t why_size);
+/* Raise the stop flag and wait up to timeout_ms for the kernel to exit: 0, or -ETIMEDOUT. */
+int gpu_cuda_stop(struct gpu_cuda *c, uint32_t timeout_ms);
+void gpu_cuda_close(struct gpu_cuda *c);
+
+/* Register host memory that will hold request payloads (an mbuf pool's memory), mapped for the GPU. */
+int gpu_cuda_register_host(struct gpu_cuda *c, void *addr, size_t len, char *why, size_t why_size);
+/* The device address of a payload the host sees at host_ptr, or 0 if it is in no registered region. */
+uint64_t gpu_cuda_payload_addr(const struct gpu_cuda *c, const void *host_ptr);
+
+/*
+ * Watchdog: milliseconds since the least recently beating block last changed its heartbeat, as seen
+ * by the host at now_ns (CLOCK_MONOTONIC). Call it periodically from one thread.
+ */
+uint64_t gpu_cuda_heartbeat_age_ms(struct gpu_cuda *c, uint64_t now_ns);
+
+/* Device name and PCI bus id, for start-up lines and the doctor. */
+int gpu_cuda_describe(int device_idx, char *out, size_t out_size);
 
 #ifdef __cplusplus
 }

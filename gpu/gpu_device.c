@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "gpu_device.h"
 #include "gpu_cuda.h"
@@ -21,6 +22,13 @@
 /* Empty polls before a backing-off worker starts to sleep, and its longest sleep. */
 #define BACKOFF_SPIN_POLLS 4096u
 #define BACKOFF_SLEEP_US_MAX 200u
+#define STALL_MS_DEFAULT 1000u
+#define CUDA_BLOCKS_DEFAULT 4u
+#define CUDA_THREADS 32u
+#define CUDA_STOP_TIMEOUT_MS 2000u
+/* Test-only knob: a cpu worker stops beating and serving after this many requests, so the tests can
+ * watch the watchdog turn a stalled device into `internal` answers. */
+#define TEST_STALL_ENV "ZH_TEST_STALL_AFTER_REQUESTS"
 
 struct gpu_worker {
 	pthread_t thread;
@@ -28,12 +36,19 @@ struct gpu_worker {
 	int core;                 /* -1: not pinned */
 	int started;
 	uint64_t served_count;    /* written by this worker only, read relaxed by others */
+	uint64_t heartbeat;       /* bumped every poll by this worker, read relaxed by the watchdog */
+	uint64_t heartbeat_seen;  /* watchdog only: last value seen */
+	uint64_t heartbeat_change_ns; /* watchdog only: when it last changed */
 	struct krn_scratch scratch;
 } ZH_ALIGNED(ZH_CACHE_LINE_SIZE);
 
 struct gpu_device {
 	enum gpu_kind kind;
 	enum gpu_idle idle;
+	struct gpu_cuda *cuda;            /* CUDA kinds only */
+	uint32_t stall_ms;
+	int healthy;                      /* written by the watchdog, read relaxed by rx lcores */
+	uint64_t test_stall_after;        /* 0, or the test knob's value */
 	struct zh_ring ring;              /* host view */
 	struct krn_models models;
 	uint64_t stop;                    /* set to 1 (release) to end the loop */
@@ -79,8 +94,59 @@ const struct zh_ring *gpu_device_ring(const struct gpu_device *dev)
 
 uint64_t gpu_device_payload_addr(const struct gpu_device *dev, const void *host_ptr)
 {
-	(void)dev; /* the cpu device reads host memory where it lies */
-	return (uint64_t)(uintptr_t)host_ptr;
+	if (dev->cuda)
+		return gpu_cuda_payload_addr(dev->cuda, host_ptr);
+	return (uint64_t)(uintptr_t)host_ptr; /* the cpu device reads host memory where it lies */
+}
+
+int gpu_device_register_payload_memory(struct gpu_device *dev, void *addr, size_t len, char why[GPU_WHY_SIZE])
+{
+	if (!dev->cuda)
+		return 0;
+	return gpu_cuda_register_host(dev->cuda, addr, len, why, GPU_WHY_SIZE);
+}
+
+int gpu_device_healthy(const struct gpu_device *dev)
+{
+	return __atomic_load_n(&dev->healthy, __ATOMIC_RELAXED);
+}
+
+static uint64_t monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t workers_heartbeat_age_ms(struct gpu_device *dev, uint64_t now)
+{
+	uint64_t oldest = 0;
+
+	for (uint32_t i = 0; i < dev->worker_count; i++) {
+		struct gpu_worker *w = &dev->workers[i];
+		uint64_t beat = __atomic_load_n(&w->heartbeat, __ATOMIC_RELAXED);
+
+		if (beat != w->heartbeat_seen) {
+			w->heartbeat_seen = beat;
+			w->heartbeat_change_ns = now;
+		}
+		if (now - w->heartbeat_change_ns > oldest)
+			oldest = now - w->heartbeat_change_ns;
+	}
+	return oldest / 1000000ull;
+}
+
+uint64_t gpu_device_watchdog(struct gpu_device *dev, int *changed)
+{
+	uint64_t now = monotonic_ns();
+	uint64_t age_ms = dev->cuda ? gpu_cuda_heartbeat_age_ms(dev->cuda, now) : workers_heartbeat_age_ms(dev, now);
+	int healthy = age_ms < dev->stall_ms;
+
+	*changed = healthy != dev->healthy;
+	if (*changed)
+		__atomic_store_n(&dev->healthy, healthy, __ATOMIC_RELAXED);
+	return age_ms;
 }
 
 uint64_t gpu_device_served_count(const struct gpu_device *dev)
@@ -132,7 +198,7 @@ static int ring_alloc(struct gpu_device *dev, uint32_t slot_count)
 	return 0;
 }
 
-/* Resolve `auto` and refuse what this build or machine cannot do. */
+/* Resolve `auto`, and refuse a CUDA kind this build or machine cannot run, with the reason. */
 static int resolve_kind(enum gpu_kind asked, enum gpu_kind *out, char why[GPU_WHY_SIZE])
 {
 	char cuda_why[GPU_WHY_SIZE / 2];
@@ -144,21 +210,36 @@ static int resolve_kind(enum gpu_kind asked, enum gpu_kind *out, char why[GPU_WH
 	}
 	rc = gpu_cuda_probe(cuda_why, sizeof(cuda_why));
 	if (asked == GPU_KIND_AUTO) {
-		/* The persistent CUDA kernel is served by the CUDA runtime (a later step); until it
-		 * is there, auto always runs on the cpu device and says why. */
-		if (rc > 0)
-			snprintf(why, GPU_WHY_SIZE, "%s found, but the CUDA device loop is not built yet: using the cpu device", cuda_why);
-		else
-			snprintf(why, GPU_WHY_SIZE, "%s: using the cpu device", cuda_why);
-		*out = GPU_KIND_CPU;
+		*out = rc > 0 ? GPU_KIND_CUDA_HOST : GPU_KIND_CPU;
+		snprintf(why, GPU_WHY_SIZE, "%s: using the %s device", cuda_why, gpu_device_kind_name(*out));
 		return 0;
 	}
 	if (rc <= 0) {
 		snprintf(why, GPU_WHY_SIZE, "%s cannot run: %s", gpu_device_kind_name(asked), cuda_why);
 		return rc < 0 ? rc : -ENODEV;
 	}
-	snprintf(why, GPU_WHY_SIZE, "%s is not implemented yet", gpu_device_kind_name(asked));
-	return -ENOTSUP;
+	*out = asked;
+	return 0;
+}
+
+static int cuda_open(struct gpu_device *dev, const struct gpu_config *cfg, char why[GPU_WHY_SIZE])
+{
+	uint32_t ans_stride = (ZH_ANS_MAX_BYTES + ZH_CACHE_LINE_SIZE - 1) & ~(ZH_CACHE_LINE_SIZE - 1u);
+	struct gpu_cuda_params params = {
+		.gpudirect = dev->kind == GPU_KIND_CUDA_GPUDIRECT,
+		.device_idx = 0,
+		.slot_count = cfg->ring_slot_count,
+		.ans_stride_bytes = ans_stride,
+		.block_count = cfg->cuda_block_count ? cfg->cuda_block_count : CUDA_BLOCKS_DEFAULT,
+		.thread_count = CUDA_THREADS,
+		.models = &cfg->models,
+	};
+	char cuda_why[GPU_WHY_SIZE / 2];
+	int rc = gpu_cuda_open(&params, &dev->cuda, &dev->ring, cuda_why, sizeof(cuda_why));
+
+	if (rc)
+		snprintf(why, GPU_WHY_SIZE, "%s: %s", gpu_device_kind_name(dev->kind), cuda_why);
+	return rc;
 }
 
 int gpu_device_open(const struct gpu_config *cfg, struct gpu_device **out, char why[GPU_WHY_SIZE])
@@ -193,6 +274,16 @@ int gpu_device_open(const struct gpu_config *cfg, struct gpu_device **out, char 
 		goto fail;
 	dev->idle = cfg->idle;
 	dev->models = cfg->models;
+	dev->stall_ms = cfg->stall_ms ? cfg->stall_ms : STALL_MS_DEFAULT;
+	dev->healthy = 1;
+	const char *stall = getenv(TEST_STALL_ENV);
+	if (stall)
+		dev->test_stall_after = strtoull(stall, NULL, 10);
+	if (dev->kind != GPU_KIND_CPU) {
+		/* The CUDA kinds have no cpu workers: the persistent kernel is the device loop. */
+		rc = cuda_open(dev, cfg, why);
+		goto done;
+	}
 	dev->worker_count = cfg->worker_count;
 	if (cfg->worker_count > 0) {
 		dev->workers = aligned_alloc(ZH_CACHE_LINE_SIZE, cfg->worker_count * sizeof(*dev->workers));
@@ -207,10 +298,11 @@ int gpu_device_open(const struct gpu_config *cfg, struct gpu_device **out, char 
 		dev->workers[i].core = cfg->worker_cores[i];
 	}
 	rc = ring_alloc(dev, cfg->ring_slot_count);
-	if (rc) {
+	if (rc)
 		snprintf(why, GPU_WHY_SIZE, "cannot allocate a ring of %u slots", cfg->ring_slot_count);
+done:
+	if (rc)
 		goto fail;
-	}
 	*out = dev;
 	return 0;
 fail:
@@ -238,6 +330,12 @@ static void *worker_main(void *arg)
 	/* Sleeps of a few microseconds are worthless with the default 50 us timer slack. */
 	prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
 	while (!__atomic_load_n(&dev->stop, __ATOMIC_ACQUIRE)) {
+		if (dev->test_stall_after && w->served_count >= dev->test_stall_after) {
+			idle_sleep(1000); /* stalled on purpose: no heartbeat, no service */
+			continue;
+		}
+		/* Relaxed: the watchdog only wants to see it move. */
+		__atomic_store_n(&w->heartbeat, w->heartbeat + 1, __ATOMIC_RELAXED);
 		if (krn_loop_step(&ring, &dev->models, &w->scratch)) {
 			/* Relaxed: a statistic, nobody orders anything by it. */
 			__atomic_store_n(&w->served_count, w->served_count + 1, __ATOMIC_RELAXED);
@@ -257,9 +355,14 @@ static void *worker_main(void *arg)
 
 int gpu_device_start(struct gpu_device *dev, char why[GPU_WHY_SIZE])
 {
+	uint64_t now = monotonic_ns();
 	int rc = 0;
 
+	if (dev->cuda)
+		return gpu_cuda_start(dev->cuda, why, GPU_WHY_SIZE);
 	__atomic_store_n(&dev->stop, 0, __ATOMIC_RELEASE);
+	for (uint32_t i = 0; i < dev->worker_count; i++)
+		dev->workers[i].heartbeat_change_ns = now;
 	for (uint32_t i = 0; i < dev->worker_count; i++) {
 		struct gpu_worker *w = &dev->workers[i];
 		pthread_attr_t attr;
@@ -291,6 +394,8 @@ void gpu_device_stop(struct gpu_device *dev)
 {
 	if (!dev)
 		return;
+	if (dev->cuda && gpu_cuda_stop(dev->cuda, CUDA_STOP_TIMEOUT_MS) != 0)
+		fprintf(stderr, "zerohopd: the CUDA device loop did not stop within %u ms\n", CUDA_STOP_TIMEOUT_MS);
 	__atomic_store_n(&dev->stop, 1, __ATOMIC_RELEASE);
 	for (uint32_t i = 0; i < dev->worker_count; i++) {
 		if (dev->workers[i].started) {
@@ -305,6 +410,7 @@ void gpu_device_close(struct gpu_device *dev)
 	if (!dev)
 		return;
 	gpu_device_stop(dev);
+	gpu_cuda_close(dev->cuda);
 	free(dev->workers);
 	free(dev->ring_mem);
 	free(dev);

@@ -34,6 +34,8 @@ enum gpu_idle {
 
 struct gpu_config {
 	enum gpu_kind kind;
+	uint32_t cuda_block_count;           /* persistent kernel blocks (CUDA kinds) */
+	uint32_t stall_ms;                   /* heartbeat age at which the device counts as stalled */
 	enum gpu_idle idle;
 	uint32_t worker_count;               /* cpu device threads, 0..GPU_WORKERS_MAX (0: inline only) */
 	int worker_cores[GPU_WORKERS_MAX];   /* core of each worker, -1 for unpinned */
@@ -51,8 +53,23 @@ void gpu_device_close(struct gpu_device *dev);
 /* The host's view of the ring, valid from open to close. */
 const struct zh_ring *gpu_device_ring(const struct gpu_device *dev);
 
-/* The address the device uses for a request payload that the host sees at `host_ptr`. */
+/* The address the device uses for a request payload that the host sees at `host_ptr`; 0 if the
+ * device cannot see that memory. */
 uint64_t gpu_device_payload_addr(const struct gpu_device *dev, const void *host_ptr);
+
+/* Make host memory that will hold request payloads (an mbuf pool's memory) visible to the device.
+ * A no-op on the cpu device. */
+int gpu_device_register_payload_memory(struct gpu_device *dev, void *addr, size_t len,
+				       char why[GPU_WHY_SIZE]);
+
+/*
+ * Watchdog, called periodically by the control core: reads every worker's (or block's) heartbeat and
+ * returns the age in ms of the stalest. Past cfg.stall_ms the device is marked stalled (and unstalled
+ * when heartbeats resume); *changed is set when that verdict flips.
+ */
+uint64_t gpu_device_watchdog(struct gpu_device *dev, int *changed);
+/* 1 while the device loop is alive; read once per burst by rx lcores. */
+int gpu_device_healthy(const struct gpu_device *dev);
 
 /* "cpu", "cuda-host" or "cuda-gpudirect": what `auto` resolved to. */
 const char *gpu_device_kind_name(enum gpu_kind kind);

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """The cpu device's configurations end to end: two pinned workers under a long run of requests, and
 inline mode (the rx lcore runs the device loop itself)."""
+import os
 import time
 
 import msgpack
@@ -68,3 +69,45 @@ def test_inline_mode(net, build):
         rc, _ = app.stop()
     assert rc == 0
     assert any("device served 0 requests" in line for line in app.log)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_stalled_device_is_reported_and_answered_internal(net, build, monkeypatch):
+    # Test-only knob: the single worker stops beating and serving after 3 requests.
+    monkeypatch.setenv("ZH_TEST_STALL_AFTER_REQUESTS", "3")
+    app = Appliance(build, net, extra_args=["--workers", "1", "--stall-ms", "200"])
+    try:
+        client = Client(net, timeout_s=1.0)
+        for i in range(3):
+            assert client.ask({"id": i, "tokens": [i]})["status"] == 0
+        # The 4th reaches the ring but no worker takes it: no answer, no hang.
+        client.send_raw(msgpack.packb({"id": 3, "tokens": [3]}))
+        assert client.expect_silence(0.5)
+        deadline = time.monotonic() + 10
+        while not any("device stalled" in line for line in app.log):
+            assert time.monotonic() < deadline, "the watchdog never reported the stall"
+            time.sleep(0.05)
+        answer = client.ask({"id": 4, "tokens": [4]})
+        assert answer["status"] == 7 and answer["error"] == "device stalled"
+        client.close()
+        assert app.stats()["device_stalled"] >= 1
+    finally:
+        rc, _ = app.stop()
+    # Shutdown does not hang on the stalled request; it says what it left behind.
+    assert rc == 0
+    assert any("still on the device at stop" in line for line in app.log)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("kind", ["cuda-host", "cuda-gpudirect"])
+def test_cuda_kinds_refuse_without_a_gpu(net, build, kind):
+    import subprocess
+    from zhnet import ROOT
+    if os.path.exists("/dev/nvidia0"):
+        pytest.skip("a GPU is present: the CUDA placements are checked by make gpu-check")
+    out = subprocess.run(["ip", "netns", "exec", net.app_ns, f"{ROOT}/{build}/zerohopd", "--no-pci", "--no-huge",
+                          "-m", "256", "--file-prefix", f"zh-kind-{os.getpid()}", "--vdev",
+                          f"net_af_packet0,iface={net.app_if}", "-l", "0-1", "--log-level=lib.eal:warning",
+                          "--", "--device", kind], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert f"{kind} cannot run: no CUDA driver (cudaErrorInsufficientDriver, 35)" in out.stdout + out.stderr
