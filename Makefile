@@ -5,6 +5,7 @@
 #   make asan     the same with ASan/UBSan into build-asan/
 #   make run      deps, build, dev network up, zerohopd in the foreground; Ctrl-C stops it all
 #   make test     deps, both builds, every test; ends with the runners' summary lines
+#   make gpu-check  on a GPU machine: CUDA tests and the doorbell benchmark (sm_90), under 5 minutes
 #   make clean
 
 SHELL := /bin/bash
@@ -63,7 +64,7 @@ DP_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(DP_SRCS))
 BINS := $(BUILD)/zerohopd $(BUILD)/zerohop-client
 UNIT_TESTS := $(BUILD)/tests/test_ring $(BUILD)/tests/test_request $(BUILD)/tests/test_parse
 
-.PHONY: all asan deps run test test-unit test-integration clean help
+.PHONY: all asan deps run test test-unit test-integration gpu-check clean help
 all: $(BINS) $(UNIT_TESTS)
 
 asan:
@@ -87,8 +88,13 @@ test-unit: all
 test-integration: all
 	tests/run-integration.sh $(BUILD)
 
+# The CUDA tests and the doorbell benchmark; says so and exits 0 where there is no GPU or no nvcc.
+gpu-check:
+	$(if $(NVCC),$(MAKE) $(BUILD)/tests/gpu_check,@echo "gpu-check: nvcc not found: the CUDA parts are not built")
+	tests/gpu/gpu-check.sh $(BUILD)
+
 help:
-	@sed -n '3,9p' Makefile
+	@sed -n '3,10p' Makefile
 
 ifeq ($(V),1)
 Q :=
@@ -124,7 +130,27 @@ $(BUILD)/tests/test_parse: $(BUILD)/tests/unit/test_parse.o $(BUILD)/dataplane/d
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) $(LDLIBS)
 
+$(BUILD)/tests/gpu_check: tests/gpu/gpu_check.cu $(filter $(CUDA_BUILD)/%,$(CUDA_OBJS))
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  NVCC    $@")
+	$(Q)$(NVCC) $(NVCC_FLAGS) $< $(filter %.o,$^) -o $@ -lpthread
+
 clean:
 	rm -rf build build-asan
 
 -include $(shell find build build-asan -name '*.d' 2>/dev/null)
+
+# --- ring benchmark (tests/bench/bench_ring.c) ---
+# A benchmark, not a test: `make all` does not build it. `make bench-ring` builds and runs it
+# (BENCH_RING_ARGS="--seconds 20" etc. are passed on); `make bench` runs every benchmark.
+BENCH_RING_ARGS ?=
+
+.PHONY: bench bench-ring
+bench: bench-ring
+
+bench-ring: $(BUILD)/bench/bench_ring
+	$(BUILD)/bench/bench_ring $(BENCH_RING_ARGS)
+
+$(BUILD)/bench/bench_ring: $(BUILD)/tests/bench/bench_ring.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) $(LDLIBS)

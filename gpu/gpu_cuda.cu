@@ -339,3 +339,11 @@ extern "C" uint64_t gpu_cuda_heartbeat_age_ms(struct gpu_cuda *c, uint64_t now)
 	}
 	return oldest / 1000000ull;
 }
+
+extern "C" void gpu_cuda_get_internals(const struct gpu_cuda *c, struct gpu_cuda_internals *out)
+{
+	out->dev_view = c->dev_view;
+	out->models_dev = c->models_dev;
+	out->scratch_dev = c->scratch_dev;
+	out->stream = c->stream;
+}

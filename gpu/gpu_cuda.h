@@ -64,6 +64,19 @@ uint64_t gpu_cuda_payload_addr(const struct gpu_cuda *c, const void *host_ptr);
  */
 uint64_t gpu_cuda_heartbeat_age_ms(struct gpu_cuda *c, uint64_t now_ns);
 
+/*
+ * For benchmarks and device tests (make gpu-check): the device-side view of the ring, the device copy
+ * of the models, the blocks' scratch and the stream, so that a test can launch kernels/ entry points
+ * on the same memory the persistent kernel uses (when that kernel is not running).
+ */
+struct gpu_cuda_internals {
+	struct zh_ring dev_view;
+	const struct krn_models *models_dev;
+	struct krn_scratch *scratch_dev;   /* [block_count] */
+	void *stream;                      /* cudaStream_t */
+};
+void gpu_cuda_get_internals(const struct gpu_cuda *c, struct gpu_cuda_internals *out);
+
 /* Device name and PCI bus id, for start-up lines and the doctor. */
 int gpu_cuda_describe(int device_idx, char *out, size_t out_size);
 

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "gpu_cuda.h"
 
@@ -78,4 +79,10 @@ uint64_t gpu_cuda_heartbeat_age_ms(struct gpu_cuda *c, uint64_t now_ns)
 	(void)c;
 	(void)now_ns;
 	return 0;
+}
+
+void gpu_cuda_get_internals(const struct gpu_cuda *c, struct gpu_cuda_internals *out)
+{
+	(void)c;
+	memset(out, 0, sizeof(*out));
 }

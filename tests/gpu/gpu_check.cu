@@ -1,0 +1,456 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * gpu_check: the CUDA tests and the doorbell benchmark, in one program for `make gpu-check`.
+ *
+ *   1. decode/encode on the device against the CPU: the same requests (valid, malformed, mutated)
+ *      served by krn_serve_request on both; answers must match byte for byte, and every byte of the
+ *      poisoned answer buffers past each answer must still hold the poison.
+ *   2. the ring under load: CPU producer threads publish into the cuda-host ring served by the
+ *      persistent kernel; every request is answered exactly once, in its own slot.
+ *   3. the doorbell benchmark: host publishes a request -> the device serves it -> the host sees DONE,
+ *      one request in flight, measured three ways in one run: the persistent kernel, one kernel launch
+ *      per request, one CUDA graph launch per request. p50/p99/p99.9 over >= 100k round trips.
+ *
+ * Without a GPU it says so and exits 0: nothing is measured, nothing pretends.
+ * Exit: 0 all passed (or no GPU), 1 a check failed, 2 usage.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <algorithm>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include "gpu_cuda.h"
+#include "krn_cuda.h"
+#include "krn_msgpack.h"
+#include "krn_request.h"
+#include "krn_serve.h"
+#include "zh_ring.h"
+
+#define ANS_STRIDE 1472u
+#define BATCH_COUNT 4096u
+#define LOAD_REQUESTS 1000000ull
+#define LOAD_PRODUCERS 2u
+#define BENCH_WARMUP 2000u
+#define PAYLOAD_STRIDE 64u
+
+static int failures;
+static FILE *results;
+
+#define CHECK(cond, ...)                                                   \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			fprintf(stderr, "gpu_check: %s:%d: ", __FILE__, __LINE__); \
+			fprintf(stderr, __VA_ARGS__);                          \
+			fputc('\n', stderr);                                   \
+			failures++;                                            \
+		}                                                              \
+	} while (0)
+
+#define CUDA_OK(call)                                                                      \
+	do {                                                                               \
+		cudaError_t e_ = (call);                                                   \
+		if (e_ != cudaSuccess) {                                                   \
+			fprintf(stderr, "gpu_check: %s:%d: %s: %s\n", __FILE__, __LINE__, #call, \
+				cudaGetErrorString(e_));                                   \
+			exit(1);                                                           \
+		}                                                                          \
+	} while (0)
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_RAW, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static struct krn_models echo_models(void)
+{
+	struct krn_models m;
+
+	memset(&m, 0, sizeof(m));
+	m.count = 1;
+	snprintf(m.models[0].name, sizeof(m.models[0].name), "echo");
+	m.models[0].arch = KRN_ARCH_ECHO;
+	return m;
+}
+
+/* An echo request {id, tokens} with the krn_mp writer; returns its size. */
+static uint32_t make_request(uint8_t *buf, uint32_t cap, uint64_t id, const uint32_t *tokens, uint32_t count)
+{
+	struct krn_mp_writer w;
+
+	krn_mp_writer_init(&w, buf, cap);
+	krn_mp_put_map(&w, 2);
+	krn_mp_put_cstr(&w, "id");
+	krn_mp_put_uint(&w, id);
+	krn_mp_put_cstr(&w, "tokens");
+	krn_mp_put_array(&w, count);
+	for (uint32_t i = 0; i < count; i++)
+		krn_mp_put_uint(&w, tokens[i]);
+	return w.overflow ? 0 : krn_mp_writer_size(&w, buf);
+}
+
+/* Test 1: krn_serve_request on the device and on the CPU must agree byte for byte. */
+static void check_codec_on_device(void)
+{
+	struct krn_models models = echo_models();
+	std::vector<uint8_t> reqs;
+	std::vector<uint32_t> offsets, sizes;
+	uint64_t seed = 0x5eed;
+	uint8_t buf[ZH_REQ_MAX_BYTES];
+
+	for (uint32_t i = 0; i < BATCH_COUNT; i++) {
+		uint32_t tokens[ZH_TOKENS_MAX + 1];
+		uint32_t count = (uint32_t)(xorshift(&seed) % (i % 7 == 0 ? ZH_TOKENS_MAX + 1 : 16));
+		for (uint32_t k = 0; k < count; k++)
+			tokens[k] = (uint32_t)xorshift(&seed);
+		uint32_t size = make_request(buf, sizeof(buf), xorshift(&seed), tokens, count);
+		/* A third are mutated: flipped bytes, cut short, or garbage. */
+		switch (i % 3) {
+		case 1:
+			for (int f = 0; f < 3 && size > 0; f++)
+				buf[xorshift(&seed) % size] ^= (uint8_t)(1u << (xorshift(&seed) % 8));
+			break;
+		case 2:
+			size = size ? (uint32_t)(xorshift(&seed) % size) : 0;
+			break;
+		}
+		offsets.push_back((uint32_t)reqs.size());
+		sizes.push_back(size);
+		reqs.insert(reqs.end(), buf, buf + size);
+	}
+	reqs.push_back(0); /* never a zero-sized allocation */
+
+	std::vector<uint8_t> cpu_ans((size_t)BATCH_COUNT * ANS_STRIDE, 0xa5), gpu_ans(cpu_ans.size());
+	std::vector<uint32_t> cpu_sizes(BATCH_COUNT), gpu_sizes(BATCH_COUNT);
+	std::vector<uint16_t> cpu_status(BATCH_COUNT), gpu_status(BATCH_COUNT);
+	struct krn_scratch scratch;
+	for (uint32_t i = 0; i < BATCH_COUNT; i++)
+		cpu_sizes[i] = krn_serve_request(&models, reqs.data() + offsets[i], sizes[i],
+						 cpu_ans.data() + (size_t)i * ANS_STRIDE, ANS_STRIDE, &scratch, NULL,
+						 &cpu_status[i]);
+
+	uint8_t *d_reqs, *d_ans;
+	uint32_t *d_off, *d_size, *d_ans_size;
+	uint16_t *d_status;
+	struct krn_models *d_models;
+	struct krn_scratch *d_scratch;
+	CUDA_OK(cudaMalloc(&d_reqs, reqs.size()));
+	CUDA_OK(cudaMalloc(&d_ans, gpu_ans.size()));
+	CUDA_OK(cudaMalloc(&d_off, BATCH_COUNT * sizeof(uint32_t)));
+	CUDA_OK(cudaMalloc(&d_size, BATCH_COUNT * sizeof(uint32_t)));
+	CUDA_OK(cudaMalloc(&d_ans_size, BATCH_COUNT * sizeof(uint32_t)));
+	CUDA_OK(cudaMalloc(&d_status, BATCH_COUNT * sizeof(uint16_t)));
+	CUDA_OK(cudaMalloc(&d_models, sizeof(models)));
+	CUDA_OK(cudaMalloc(&d_scratch, BATCH_COUNT * sizeof(struct krn_scratch)));
+	CUDA_OK(cudaMemcpy(d_reqs, reqs.data(), reqs.size(), cudaMemcpyHostToDevice));
+	CUDA_OK(cudaMemcpy(d_off, offsets.data(), BATCH_COUNT * sizeof(uint32_t), cudaMemcpyHostToDevice));
+	CUDA_OK(cudaMemcpy(d_size, sizes.data(), BATCH_COUNT * sizeof(uint32_t), cudaMemcpyHostToDevice));
+	CUDA_OK(cudaMemcpy(d_models, &models, sizeof(models), cudaMemcpyHostToDevice));
+	/* Poison: any byte the device writes past its answer shows up as a difference. */
+	CUDA_OK(cudaMemset(d_ans, 0xa5, gpu_ans.size()));
+	CUDA_OK((cudaError_t)krn_cuda_launch_serve_batch(d_models, d_reqs, d_off, d_size, d_ans, ANS_STRIDE,
+							 d_ans_size, d_status, d_scratch, BATCH_COUNT, 0));
+	CUDA_OK(cudaDeviceSynchronize());
+	CUDA_OK(cudaMemcpy(gpu_ans.data(), d_ans, gpu_ans.size(), cudaMemcpyDeviceToHost));
+	CUDA_OK(cudaMemcpy(gpu_sizes.data(), d_ans_size, BATCH_COUNT * sizeof(uint32_t), cudaMemcpyDeviceToHost));
+	CUDA_OK(cudaMemcpy(gpu_status.data(), d_status, BATCH_COUNT * sizeof(uint16_t), cudaMemcpyDeviceToHost));
+
+	uint32_t mismatches = 0, ok_count = 0;
+	for (uint32_t i = 0; i < BATCH_COUNT; i++) {
+		const uint8_t *c = cpu_ans.data() + (size_t)i * ANS_STRIDE;
+		const uint8_t *g = gpu_ans.data() + (size_t)i * ANS_STRIDE;
+		/* Whole stride compared: the answer bytes and the untouched poison after them. */
+		if (cpu_sizes[i] != gpu_sizes[i] || cpu_status[i] != gpu_status[i] || memcmp(c, g, ANS_STRIDE) != 0)
+			mismatches++;
+		ok_count += cpu_status[i] == ZH_STATUS_OK;
+	}
+	CHECK(mismatches == 0, "codec: %u of %u answers differ between device and CPU", mismatches, BATCH_COUNT);
+	CHECK(ok_count > BATCH_COUNT / 4 && ok_count < BATCH_COUNT, "codec: the batch mixes good and bad requests (%u ok)", ok_count);
+	printf("gpu_check: codec on the device: %u requests (%u ok), %u differences\n", BATCH_COUNT, ok_count, mismatches);
+	fprintf(results, "codec requests=%u ok=%u differences=%u\n", BATCH_COUNT, ok_count, mismatches);
+	cudaFree(d_reqs); cudaFree(d_ans); cudaFree(d_off); cudaFree(d_size); cudaFree(d_ans_size);
+	cudaFree(d_status); cudaFree(d_models); cudaFree(d_scratch);
+}
+
+/* Test 2: CPU producers against the persistent kernel through the cuda-host ring. */
+struct producer {
+	pthread_t thread;
+	uint32_t idx;
+	const struct zh_ring *ring;
+	uint8_t *payloads;          /* [slot_count][PAYLOAD_STRIDE], registered with the GPU */
+	struct gpu_cuda *cuda;
+	uint64_t count;
+	uint64_t answered;
+	uint64_t wrong;
+};
+
+static void *producer_main(void *arg)
+{
+	struct producer *p = (struct producer *)arg;
+	const struct zh_ring *ring = p->ring;
+	std::vector<uint64_t> fifo(ring->slot_count);
+	std::vector<uint64_t> seq_of(ring->slot_count);
+	uint32_t head = 0, pending = 0;
+	uint64_t sent = 0;
+	uint64_t deadline = now_ns() + 120ull * 1000000000ull;
+
+	while (p->answered < p->count && now_ns() < deadline) {
+		uint64_t ticket;
+		struct zh_slot *slot;
+
+		if (sent < p->count && (slot = zh_ring_produce_begin(ring, &ticket)) != NULL) {
+			uint32_t idx = (uint32_t)(ticket & ring->slot_mask);
+			uint8_t *payload = p->payloads + (size_t)idx * PAYLOAD_STRIDE;
+			uint32_t tokens[2] = { p->idx, (uint32_t)sent };
+
+			slot->req_size_bytes = make_request(payload, PAYLOAD_STRIDE, sent, tokens, 2);
+			slot->req_addr = gpu_cuda_payload_addr(p->cuda, payload);
+			slot->producer_idx = p->idx;
+			seq_of[idx] = sent;
+			zh_ring_publish(ring, slot, ticket);
+			fifo[(head + pending++) & ring->slot_mask] = ticket;
+			sent++;
+		}
+		while (pending > 0) {
+			uint64_t t = fifo[head];
+			struct zh_slot *s = zh_ring_slot(ring, t);
+			if (!zh_ring_is_done(ring, s, t))
+				break;
+			uint32_t idx = (uint32_t)(t & ring->slot_mask);
+			uint8_t expect[64];
+			uint32_t tokens[2] = { p->idx, (uint32_t)seq_of[idx] };
+			/* The echo answer is {id, status, tokens}: compare against one built the same way. */
+			struct krn_mp_writer w;
+			krn_mp_writer_init(&w, expect, sizeof(expect));
+			krn_answer_head(&w, 1, 1, seq_of[idx], ZH_STATUS_OK, NULL);
+			krn_mp_put_cstr(&w, "tokens");
+			krn_mp_put_array(&w, 2);
+			krn_mp_put_uint(&w, tokens[0]);
+			krn_mp_put_uint(&w, tokens[1]);
+			uint32_t n = krn_mp_writer_size(&w, expect);
+			if (s->ans_size_bytes != n || memcmp(zh_ring_answer(ring, s), expect, n) != 0)
+				p->wrong++;
+			zh_ring_release(ring, s, t);
+			head = (head + 1) & ring->slot_mask;
+			pending--;
+			p->answered++;
+		}
+	}
+	return NULL;
+}
+
+static void check_ring_under_load(void)
+{
+	struct krn_models models = echo_models();
+	struct gpu_cuda_params params;
+	struct gpu_cuda *cuda = NULL;
+	struct zh_ring ring;
+	char why[256];
+
+	memset(&params, 0, sizeof(params));
+	params.slot_count = 1024;
+	params.ans_stride_bytes = ANS_STRIDE;
+	params.block_count = 8;
+	params.thread_count = 32;
+	params.models = &models;
+	int rc = gpu_cuda_open(&params, &cuda, &ring, why, sizeof(why));
+	CHECK(rc == 0, "ring: open: %s", why);
+	if (rc)
+		return;
+	uint8_t *payloads = (uint8_t *)aligned_alloc(4096, (size_t)ring.slot_count * PAYLOAD_STRIDE);
+	CHECK(gpu_cuda_register_host(cuda, payloads, (size_t)ring.slot_count * PAYLOAD_STRIDE, why, sizeof(why)) == 0,
+	      "ring: register: %s", why);
+	CHECK(gpu_cuda_start(cuda, why, sizeof(why)) == 0, "ring: start: %s", why);
+
+	/* Each producer owns the payload area of the slots it holds; slots are exclusive while held. */
+	struct producer prod[LOAD_PRODUCERS];
+	uint64_t started = now_ns();
+	for (uint32_t i = 0; i < LOAD_PRODUCERS; i++) {
+		prod[i] = producer();
+		prod[i].idx = i;
+		prod[i].ring = &ring;
+		prod[i].payloads = payloads;
+		prod[i].cuda = cuda;
+		prod[i].count = LOAD_REQUESTS / LOAD_PRODUCERS;
+		pthread_create(&prod[i].thread, NULL, producer_main, &prod[i]);
+	}
+	uint64_t answered = 0, wrong = 0;
+	for (uint32_t i = 0; i < LOAD_PRODUCERS; i++) {
+		pthread_join(prod[i].thread, NULL);
+		answered += prod[i].answered;
+		wrong += prod[i].wrong;
+	}
+	double seconds = (double)(now_ns() - started) / 1e9;
+	uint64_t age = gpu_cuda_heartbeat_age_ms(cuda, now_ns());
+	CHECK(answered == LOAD_REQUESTS, "ring: %llu of %llu answered", (unsigned long long)answered, LOAD_REQUESTS);
+	CHECK(wrong == 0, "ring: %llu answers in the wrong slot or wrong", (unsigned long long)wrong);
+	CHECK(gpu_cuda_stop(cuda, 2000) == 0, "ring: the persistent kernel did not stop");
+	printf("gpu_check: ring under load: %llu requests from %u producers, %llu wrong, %.2f Mreq/s, heartbeat age %llu ms\n",
+	       (unsigned long long)answered, LOAD_PRODUCERS, (unsigned long long)wrong, answered / seconds / 1e6,
+	       (unsigned long long)age);
+	fprintf(results, "ring requests=%llu producers=%u wrong=%llu mreq_per_s=%.3f\n",
+		(unsigned long long)answered, LOAD_PRODUCERS, (unsigned long long)wrong, answered / seconds / 1e6);
+	gpu_cuda_close(cuda);
+	free(payloads);
+}
+
+/* Test 3: one request in flight, host publish -> device DONE seen by the host. */
+enum mode { MODE_PERSISTENT, MODE_LAUNCH, MODE_GRAPH };
+static const char *const mode_names[] = { "persistent kernel", "kernel launch per request", "CUDA graph per request" };
+
+static void bench_mode(enum mode mode, uint32_t round_trips, std::vector<double> *rtt_us)
+{
+	struct krn_models models = echo_models();
+	struct gpu_cuda_params params;
+	struct gpu_cuda_internals in;
+	struct gpu_cuda *cuda = NULL;
+	struct zh_ring ring;
+	cudaGraphExec_t exec = NULL;
+	cudaGraph_t graph = NULL;
+	char why[256];
+
+	memset(&params, 0, sizeof(params));
+	params.slot_count = 64;
+	params.ans_stride_bytes = ANS_STRIDE;
+	params.block_count = 1;
+	params.thread_count = 32;
+	params.models = &models;
+	if (gpu_cuda_open(&params, &cuda, &ring, why, sizeof(why)) != 0) {
+		CHECK(0, "bench: open: %s", why);
+		return;
+	}
+	gpu_cuda_get_internals(cuda, &in);
+	uint8_t *payloads = (uint8_t *)aligned_alloc(4096, (size_t)ring.slot_count * PAYLOAD_STRIDE);
+	CHECK(gpu_cuda_register_host(cuda, payloads, (size_t)ring.slot_count * PAYLOAD_STRIDE, why, sizeof(why)) == 0,
+	      "bench: register: %s", why);
+	if (mode == MODE_PERSISTENT) {
+		CHECK(gpu_cuda_start(cuda, why, sizeof(why)) == 0, "bench: start: %s", why);
+	} else if (mode == MODE_GRAPH) {
+		cudaStream_t s = (cudaStream_t)in.stream;
+		CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+		CUDA_OK((cudaError_t)krn_cuda_launch_step(in.dev_view, in.models_dev, in.scratch_dev, s));
+		CUDA_OK(cudaStreamEndCapture(s, &graph));
+		CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+	}
+	uint32_t tokens[4] = { 1, 2, 3, 4 };
+	for (uint32_t i = 0; i < BENCH_WARMUP + round_trips; i++) {
+		uint64_t ticket;
+		struct zh_slot *slot = zh_ring_produce_begin(&ring, &ticket);
+		if (!slot) {
+			CHECK(0, "bench: ring full with one request in flight");
+			break;
+		}
+		uint8_t *payload = payloads + (size_t)(ticket & ring.slot_mask) * PAYLOAD_STRIDE;
+		slot->req_size_bytes = make_request(payload, PAYLOAD_STRIDE, i, tokens, 4);
+		slot->req_addr = gpu_cuda_payload_addr(cuda, payload);
+		uint64_t t0 = now_ns();
+		zh_ring_publish(&ring, slot, ticket);
+		if (mode == MODE_LAUNCH)
+			CUDA_OK((cudaError_t)krn_cuda_launch_step(in.dev_view, in.models_dev, in.scratch_dev, in.stream));
+		else if (mode == MODE_GRAPH)
+			CUDA_OK(cudaGraphLaunch(exec, (cudaStream_t)in.stream));
+		uint64_t spin_deadline = t0 + 1000000000ull;
+		while (!zh_ring_is_done(&ring, slot, ticket)) {
+			if (now_ns() > spin_deadline) {
+				CHECK(0, "bench: %s: no answer within 1 s", mode_names[mode]);
+				goto out;
+			}
+		}
+		uint64_t t1 = now_ns();
+		CHECK(slot->ans_status == ZH_STATUS_OK, "bench: status %u", slot->ans_status);
+		zh_ring_release(&ring, slot, ticket);
+		if (mode != MODE_PERSISTENT)
+			CUDA_OK(cudaStreamSynchronize((cudaStream_t)in.stream));
+		if (i >= BENCH_WARMUP)
+			rtt_us->push_back((double)(t1 - t0) / 1000.0);
+	}
+out:
+	if (mode == MODE_PERSISTENT)
+		CHECK(gpu_cuda_stop(cuda, 2000) == 0, "bench: the persistent kernel did not stop");
+	if (exec)
+		cudaGraphExecDestroy(exec);
+	if (graph)
+		cudaGraphDestroy(graph);
+	gpu_cuda_close(cuda);
+	free(payloads);
+}
+
+static double percentile(std::vector<double> &v, double q)
+{
+	if (v.empty())
+		return 0.0;
+	size_t k = (size_t)(q * (double)(v.size() - 1) + 0.5);
+	return v[k];
+}
+
+int main(int argc, char **argv)
+{
+	uint32_t round_trips = 100000;
+	const char *results_path = argc > 1 ? argv[1] : "gpu-check-results.txt";
+	char why[256];
+	int count = gpu_cuda_probe(why, sizeof(why));
+
+	if (argc > 2)
+		round_trips = (uint32_t)strtoul(argv[2], NULL, 10);
+	if (count <= 0) {
+		printf("gpu_check: no GPU here (%s): nothing measured, nothing to check\n", why);
+		return 0;
+	}
+	char desc[256];
+	gpu_cuda_describe(0, desc, sizeof(desc));
+	results = fopen(results_path, "w");
+	if (!results) {
+		fprintf(stderr, "gpu_check: %s: %s\n", results_path, strerror(errno));
+		return 2;
+	}
+	int driver = 0;
+	cudaDriverGetVersion(&driver);
+	printf("gpu_check: %s, driver %d, runtime %d\n", desc, driver, gpu_cuda_runtime_version());
+	fprintf(results, "device %s driver=%d runtime=%d\n", desc, driver, gpu_cuda_runtime_version());
+
+	check_codec_on_device();
+	check_ring_under_load();
+
+	std::vector<double> rtt[3];
+	for (int m = MODE_PERSISTENT; m <= MODE_GRAPH; m++) {
+		bench_mode((enum mode)m, round_trips, &rtt[m]);
+		std::sort(rtt[m].begin(), rtt[m].end());
+	}
+	fprintf(results, "mode,samples,p50_us,p90_us,p99_us,p999_us,max_us\n");
+	printf("\ndoorbell round trip (host publish -> device DONE seen by the host), one request in flight\n");
+	printf("%-28s %9s %9s %9s %9s %9s\n", "mode", "samples", "p50_us", "p99_us", "p99.9_us", "max_us");
+	for (int m = MODE_PERSISTENT; m <= MODE_GRAPH; m++) {
+		std::vector<double> &v = rtt[m];
+		double mx = v.empty() ? 0.0 : v.back();
+		printf("%-28s %9zu %9.2f %9.2f %9.2f %9.2f\n", mode_names[m], v.size(), percentile(v, 0.5),
+		       percentile(v, 0.99), percentile(v, 0.999), mx);
+		fprintf(results, "%s,%zu,%.3f,%.3f,%.3f,%.3f,%.3f\n", mode_names[m], v.size(), percentile(v, 0.5),
+			percentile(v, 0.9), percentile(v, 0.99), percentile(v, 0.999), mx);
+		CHECK(v.size() == round_trips, "bench: %s: %zu of %u round trips", mode_names[m], v.size(), round_trips);
+	}
+	if (!rtt[MODE_PERSISTENT].empty() && !rtt[MODE_LAUNCH].empty() && !rtt[MODE_GRAPH].empty())
+		printf("p50 ratio: launch/persistent %.2fx, graph/persistent %.2fx\n",
+		       percentile(rtt[MODE_LAUNCH], 0.5) / percentile(rtt[MODE_PERSISTENT], 0.5),
+		       percentile(rtt[MODE_GRAPH], 0.5) / percentile(rtt[MODE_PERSISTENT], 0.5));
+	fclose(results);
+	printf("gpu_check: %s (%d failure(s)); full results in %s\n", failures ? "FAILED" : "passed", failures,
+	       results_path);
+	return failures ? 1 : 0;
+}
