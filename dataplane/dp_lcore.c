@@ -53,6 +53,17 @@ int dp_lcore_init(struct dp_lcore *lc, struct gpu_device *dev)
 			dp_lcore_free(lc);
 			return -ENOMEM;
 		}
+		/* The lcore serves one request at a time, with a KV cache of its own. */
+		uint64_t floats = gpu_device_model_state_floats(dev);
+		if (floats > 0) {
+			lc->inline_scratch->model_state = rte_malloc("zh_inline_state", floats * sizeof(float),
+								     RTE_CACHE_LINE_SIZE);
+			if (!lc->inline_scratch->model_state) {
+				dp_lcore_free(lc);
+				return -ENOMEM;
+			}
+			lc->inline_scratch->model_state_floats = floats;
+		}
 	}
 	if (!lc->pending_tickets || !lc->slot_mbufs) {
 		dp_lcore_free(lc);
@@ -66,6 +77,8 @@ void dp_lcore_free(struct dp_lcore *lc)
 {
 	rte_free(lc->pending_tickets);
 	rte_free(lc->slot_mbufs);
+	if (lc->inline_scratch)
+		rte_free(lc->inline_scratch->model_state);
 	rte_free(lc->inline_scratch);
 	lc->pending_tickets = NULL;
 	lc->slot_mbufs = NULL;

@@ -27,14 +27,24 @@
 #include "dp_port.h"
 #include "gpu_cuda.h"
 #include "gpu_device.h"
+#include "krn_math.h"
+#include "mgmt_model.h"
 
 #define DEFAULT_IP "198.18.0.1"
 #define DEFAULT_UDP_PORT 9000u
 #define DEFAULT_RING_SLOTS 1024u
 #define CONTROL_TICK_US 20000u
 
+struct model_arg {
+	const char *name;  /* points into argv */
+	size_t name_len;
+	const char *dir;   /* NULL: the built-in echo model */
+};
+
 struct options {
 	uint16_t port_id;
+	uint32_t model_count;
+	struct model_arg model_args[KRN_MODELS_MAX];
 	struct in_addr ip;
 	uint16_t udp_port;
 	enum dp_idle idle;
@@ -68,7 +78,9 @@ static void usage(FILE *out)
 		"  --worker-cores LIST  comma-separated cores for the workers (default: the main lcore's)\n"
 		"  --ring-slots N       request ring slots, a power of two (default %u)\n"
 		"  --idle MODE          poll (busy polling, the default) or backoff (sleep when idle)\n"
-		"  --model NAME         serve the built-in diagnostic model under NAME (default echo)\n"
+		"  --model NAME=DIR     serve the model repository DIR (config.json, model.safetensors) as NAME;\n"
+		"                       repeat for more models, the first is the default\n"
+		"  --model NAME         serve the built-in diagnostic model `echo` under NAME (default: echo)\n"
 		"  --stats-interval-ms N  print counters every N ms (default 0: only on SIGUSR1 and at exit)\n"
 		"  --cuda-blocks N      blocks of the persistent CUDA kernel (default 4)\n"
 		"  --stall-ms N         heartbeat age after which the device counts as stalled (default 1000)\n"
@@ -129,7 +141,6 @@ static int parse_options(int argc, char **argv, struct options *opt)
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *model = "echo";
 	uint32_t v;
 	int c;
 
@@ -181,11 +192,20 @@ static int parse_options(int argc, char **argv, struct options *opt)
 			else
 				goto bad;
 			break;
-		case O_MODEL:
-			if (strlen(optarg) == 0 || strlen(optarg) > ZH_MODEL_NAME_MAX)
+		case O_MODEL: {
+			const char *eq = strchr(optarg, '=');
+			struct model_arg *ma = &opt->model_args[opt->model_count];
+
+			if (opt->model_count == KRN_MODELS_MAX)
 				goto bad;
-			model = optarg;
+			ma->name = optarg;
+			ma->name_len = eq ? (size_t)(eq - optarg) : strlen(optarg);
+			ma->dir = eq ? eq + 1 : NULL;
+			if (ma->name_len == 0 || ma->name_len > ZH_MODEL_NAME_MAX || (ma->dir && ma->dir[0] == '\0'))
+				goto bad;
+			opt->model_count++;
 			break;
+		}
 		case O_STATS:
 			if (parse_u32(optarg, 0, 3600000, &opt->stats_interval_ms))
 				goto bad;
@@ -216,10 +236,19 @@ static int parse_options(int argc, char **argv, struct options *opt)
 		return -EINVAL;
 	}
 	opt->gpu.idle = opt->idle == DP_IDLE_BACKOFF ? GPU_IDLE_BACKOFF : GPU_IDLE_POLL;
-	opt->gpu.models.count = 1;
-	opt->gpu.models.default_idx = 0;
-	snprintf(opt->gpu.models.models[0].name, sizeof(opt->gpu.models.models[0].name), "%s", model);
-	opt->gpu.models.models[0].arch = KRN_ARCH_ECHO;
+	if (opt->model_count == 0) {
+		opt->model_args[0].name = "echo";
+		opt->model_args[0].name_len = 4;
+		opt->model_count = 1;
+	}
+	for (uint32_t i = 0; i < opt->model_count; i++)
+		for (uint32_t k = 0; k < i; k++)
+			if (opt->model_args[i].name_len == opt->model_args[k].name_len &&
+			    memcmp(opt->model_args[i].name, opt->model_args[k].name, opt->model_args[i].name_len) == 0) {
+				fprintf(stderr, "zerohopd: model name '%.*s' given twice\n",
+					(int)opt->model_args[i].name_len, opt->model_args[i].name);
+				return -EINVAL;
+			}
 	return 0;
 bad:
 	fprintf(stderr, "zerohopd: bad value '%s' for --%s\n", optarg, longopts[c - O_IP].name);
@@ -233,6 +262,69 @@ static void default_worker_cores(struct options *opt)
 		return;
 	for (uint32_t i = 0; i < opt->gpu.worker_count; i++)
 		opt->gpu.worker_cores[i] = (int)rte_lcore_to_cpu_id((int)rte_get_main_lcore());
+}
+
+/* Load every --model into the device configuration: repositories through the loader, `echo` built in.
+ * The loaded models stay owned by `loaded` until exit. */
+static int load_models(struct options *opt, struct mgmt_model *loaded)
+{
+	struct gpu_config *gpu = &opt->gpu;
+	char why[MGMT_WHY_SIZE];
+
+	gpu->models.count = opt->model_count;
+	gpu->models.default_idx = 0;
+	gpu->model_state_floats = 0;
+	for (uint32_t i = 0; i < opt->model_count; i++) {
+		const struct model_arg *ma = &opt->model_args[i];
+		struct krn_model *km = &gpu->models.models[i];
+		char name[ZH_MODEL_NAME_MAX + 1];
+
+		snprintf(name, sizeof(name), "%.*s", (int)ma->name_len, ma->name);
+		if (!ma->dir) {
+			memset(km, 0, sizeof(*km));
+			snprintf(km->name, sizeof(km->name), "%s", name);
+			km->arch = KRN_ARCH_ECHO;
+			continue;
+		}
+		int rc = mgmt_model_load(name, ma->dir, &loaded[i], why);
+		if (rc) {
+			fprintf(stderr, "zerohopd: model %s: %s\n", name, why);
+			return rc;
+		}
+		*km = loaded[i].model;
+		gpu->model_arenas[i] = loaded[i].arena;
+		gpu->model_arena_floats[i] = loaded[i].arena_floats;
+		if (loaded[i].state_floats > gpu->model_state_floats)
+			gpu->model_state_floats = loaded[i].state_floats;
+	}
+	return 0;
+}
+
+static void print_model(const struct krn_model *m, const struct model_arg *ma, uint64_t arena_floats, int is_default)
+{
+	const char *dflt = is_default ? ", the default" : "";
+
+	switch (m->arch) {
+	case KRN_ARCH_LLAMA: {
+		const struct krn_llama_config *c = &m->u.llama.cfg;
+
+		printf("zerohopd: model %s: llama from %s: dim %u, %u layers, %u heads (%u kv), vocab %u, context %u, "
+		       "%.1fk weights%s\n", m->name, ma->dir, c->dim, c->n_layers, c->n_heads, c->n_kv_heads,
+		       c->vocab_size, c->seq_len, (double)arena_floats / 1000.0, dflt);
+		break;
+	}
+	case KRN_ARCH_RANKER: {
+		const struct krn_ranker_config *c = &m->u.ranker.cfg;
+
+		printf("zerohopd: model %s: ranker from %s: vocab %u, embedding %u, %u dense, %u layers, %u output(s)%s\n",
+		       m->name, ma->dir, c->vocab_size, c->embedding_dim, c->dense_features, c->layer_count,
+		       c->layer_out[c->layer_count - 1], dflt);
+		break;
+	}
+	default:
+		printf("zerohopd: model %s: echo (answers the token ids it receives)%s\n", m->name, dflt);
+		break;
+	}
 }
 
 struct pool_register {
@@ -304,7 +396,9 @@ static void print_startup(const struct options *opt, const struct dp_port *port,
 	}
 	printf(", ring %u slots, idle %s\n", opt->gpu.ring_slot_count,
 	       opt->idle == DP_IDLE_BACKOFF ? "backoff" : "poll");
-	printf("zerohopd: model %s (echo: answers the token ids it receives)\n", opt->gpu.models.models[0].name);
+	for (uint32_t i = 0; i < opt->gpu.models.count; i++)
+		print_model(&opt->gpu.models.models[i], &opt->model_args[i], opt->gpu.model_arena_floats[i], i == 0);
+	printf("zerohopd: cpu matrix kernel: %s\n", krn_matmul_impl());
 }
 
 static void control_loop(struct dp_lcore *lcores, uint32_t lcore_count, struct gpu_device *dev,
@@ -335,6 +429,7 @@ static void control_loop(struct dp_lcore *lcores, uint32_t lcore_count, struct g
 int main(int argc, char **argv)
 {
 	static struct dp_lcore lcores[RTE_MAX_LCORE];
+	static struct mgmt_model loaded[KRN_MODELS_MAX];
 	uint32_t lcore_count = 0;
 	struct dp_port port = { 0 };
 	struct gpu_device *dev = NULL;
@@ -372,11 +467,14 @@ int main(int argc, char **argv)
 	}
 	lcore_count = 1; /* one queue for now: one rx/tx lcore */
 	default_worker_cores(&opt);
+	rc = load_models(&opt, loaded);
+	if (rc)
+		goto out_models;
 
 	rc = gpu_device_open(&opt.gpu, &dev, why);
 	if (rc) {
 		fprintf(stderr, "zerohopd: device: %s\n", why);
-		goto out_eal;
+		goto out_models;
 	}
 	if (why[0] != '\0')
 		printf("zerohopd: CUDA: %s\n", why);
@@ -443,6 +541,9 @@ out_lcores:
 	dp_port_close(&port);
 out_dev:
 	gpu_device_close(dev);
+out_models:
+	for (uint32_t i = 0; i < KRN_MODELS_MAX; i++)
+		mgmt_model_free(&loaded[i]);
 out_eal:
 	rte_eal_cleanup();
 	if (rc == 0)

@@ -37,6 +37,8 @@ struct gpu_cuda {
 	struct zh_ring_ticket *cons_ticket_dev;
 	struct krn_models *models_dev;
 	struct krn_scratch *scratch_dev;
+	float *arena_dev[KRN_MODELS_MAX];   /* each model's weights in GPU memory */
+	float *state_dev;                   /* [block_count][model_state_floats] run state */
 	/* Mapped pinned host memory the host polls: stop flag and one heartbeat per block. */
 	uint32_t *stop_host;
 	uint32_t *stop_dev;
@@ -131,6 +133,56 @@ out:
 	return rc;
 }
 
+/* Copy each model's weights to GPU memory and give the GPU a models table that points there. */
+static int upload_models(struct gpu_cuda *c, const struct gpu_cuda_params *params, char *why, size_t why_size)
+{
+	struct krn_models table = *params->models;
+	int rc = 0;
+
+	for (uint32_t i = 0; i < table.count; i++) {
+		struct krn_model *m = &table.models[i];
+		size_t bytes = params->model_arena_floats[i] * sizeof(float);
+
+		if (!params->model_arenas[i])
+			continue;
+		CUDA_TRY(cudaMalloc((void **)&c->arena_dev[i], bytes), out);
+		CUDA_TRY(cudaMemcpy(c->arena_dev[i], params->model_arenas[i], bytes, cudaMemcpyHostToDevice), out);
+		/* Binding is pointer arithmetic only: it works on the host with device addresses. */
+		if (m->arch == KRN_ARCH_LLAMA)
+			krn_llama_bind(&m->u.llama, c->arena_dev[i]);
+		else if (m->arch == KRN_ARCH_RANKER)
+			krn_ranker_bind(&m->u.ranker, c->arena_dev[i]);
+	}
+	CUDA_TRY(cudaMalloc((void **)&c->models_dev, sizeof(struct krn_models)), out);
+	CUDA_TRY(cudaMemcpy(c->models_dev, &table, sizeof(table), cudaMemcpyHostToDevice), out);
+out:
+	return rc;
+}
+
+/* Per-block scratch in GPU memory, each with its slice of run state (the block's KV cache). */
+static int init_scratch(struct gpu_cuda *c, const struct gpu_cuda_params *params, char *why, size_t why_size)
+{
+	size_t count = params->block_count;
+	struct krn_scratch *host = (struct krn_scratch *)calloc(count, sizeof(*host));
+	int rc = 0;
+
+	if (!host) {
+		snprintf(why, why_size, "out of memory");
+		return -ENOMEM;
+	}
+	if (params->model_state_floats > 0)
+		CUDA_TRY(cudaMalloc((void **)&c->state_dev, count * params->model_state_floats * sizeof(float)), out);
+	for (size_t b = 0; b < count; b++) {
+		host[b].model_state = c->state_dev ? c->state_dev + b * params->model_state_floats : NULL;
+		host[b].model_state_floats = params->model_state_floats;
+	}
+	CUDA_TRY(cudaMalloc((void **)&c->scratch_dev, count * sizeof(struct krn_scratch)), out);
+	CUDA_TRY(cudaMemcpy(c->scratch_dev, host, count * sizeof(struct krn_scratch), cudaMemcpyHostToDevice), out);
+out:
+	free(host);
+	return rc;
+}
+
 static uint64_t now_ns(void)
 {
 	struct timespec ts;
@@ -182,9 +234,12 @@ extern "C" int gpu_cuda_open(const struct gpu_cuda_params *params, struct gpu_cu
 
 	CUDA_TRY(cudaMalloc((void **)&c->cons_ticket_dev, sizeof(struct zh_ring_ticket)), fail);
 	CUDA_TRY(cudaMemset(c->cons_ticket_dev, 0, sizeof(struct zh_ring_ticket)), fail);
-	CUDA_TRY(cudaMalloc((void **)&c->models_dev, sizeof(struct krn_models)), fail);
-	CUDA_TRY(cudaMemcpy(c->models_dev, params->models, sizeof(struct krn_models), cudaMemcpyHostToDevice), fail);
-	CUDA_TRY(cudaMalloc((void **)&c->scratch_dev, params->block_count * sizeof(struct krn_scratch)), fail);
+	rc = upload_models(c, params, why, why_size);
+	if (rc)
+		goto fail;
+	rc = init_scratch(c, params, why, why_size);
+	if (rc)
+		goto fail;
 
 	CUDA_TRY(cudaHostAlloc((void **)&c->stop_host, sizeof(uint32_t), cudaHostAllocMapped | cudaHostAllocPortable), fail);
 	CUDA_TRY(cudaHostGetDevicePointer((void **)&c->stop_dev, c->stop_host, 0), fail);
@@ -279,6 +334,9 @@ extern "C" void gpu_cuda_close(struct gpu_cuda *c)
 	cudaFree(c->cons_ticket_dev);
 	cudaFree(c->models_dev);
 	cudaFree(c->scratch_dev);
+	cudaFree(c->state_dev);
+	for (uint32_t i = 0; i < KRN_MODELS_MAX; i++)
+		cudaFree(c->arena_dev[i]);
 	if (c->stream)
 		cudaStreamDestroy(c->stream);
 	free(c->heartbeat_seen);

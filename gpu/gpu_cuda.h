@@ -41,7 +41,10 @@ struct gpu_cuda_params {
 	uint32_t ans_stride_bytes;      /* bytes per answer buffer, a multiple of 64 */
 	uint32_t block_count;           /* blocks of the persistent kernel, each claiming slots */
 	uint32_t thread_count;          /* threads per block */
-	const struct krn_models *models;
+	const struct krn_models *models;            /* weights bound to the host arenas below */
+	const float *model_arenas[KRN_MODELS_MAX];  /* copied to GPU memory; NULL for echo */
+	uint64_t model_arena_floats[KRN_MODELS_MAX];
+	uint64_t model_state_floats;                /* run state (KV cache) per block */
 };
 
 /* Allocate and map everything; *host_view receives the host's pointers to the ring. */

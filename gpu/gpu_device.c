@@ -18,6 +18,7 @@
 
 #include "gpu_device.h"
 #include "gpu_cuda.h"
+#include "krn_math.h"
 
 /* Empty polls before a backing-off worker starts to sleep, and its longest sleep. */
 #define BACKOFF_SPIN_POLLS 4096u
@@ -54,6 +55,7 @@ struct gpu_device {
 	uint64_t stop;                    /* set to 1 (release) to end the loop */
 	uint32_t worker_count;
 	struct gpu_worker *workers;       /* [worker_count] */
+	uint64_t model_state_floats;      /* per consumer */
 	void *ring_mem;                   /* tickets, slots and answers in one allocation */
 };
 
@@ -168,6 +170,11 @@ const struct krn_models *gpu_device_models(const struct gpu_device *dev)
 	return &dev->models;
 }
 
+uint64_t gpu_device_model_state_floats(const struct gpu_device *dev)
+{
+	return dev->model_state_floats;
+}
+
 static int is_power_of_two(uint32_t v)
 {
 	return v && !(v & (v - 1));
@@ -233,7 +240,13 @@ static int cuda_open(struct gpu_device *dev, const struct gpu_config *cfg, char 
 		.block_count = cfg->cuda_block_count ? cfg->cuda_block_count : CUDA_BLOCKS_DEFAULT,
 		.thread_count = CUDA_THREADS,
 		.models = &cfg->models,
+		.model_state_floats = cfg->model_state_floats,
 	};
+
+	for (uint32_t i = 0; i < KRN_MODELS_MAX; i++) {
+		params.model_arenas[i] = cfg->model_arenas[i];
+		params.model_arena_floats[i] = cfg->model_arena_floats[i];
+	}
 	char cuda_why[GPU_WHY_SIZE / 2];
 	int rc = gpu_cuda_open(&params, &dev->cuda, &dev->ring, cuda_why, sizeof(cuda_why));
 
@@ -274,6 +287,9 @@ int gpu_device_open(const struct gpu_config *cfg, struct gpu_device **out, char 
 		goto fail;
 	dev->idle = cfg->idle;
 	dev->models = cfg->models;
+	dev->model_state_floats = cfg->model_state_floats;
+	/* Choose the matrix kernel now, before any worker thread races to. */
+	(void)krn_matmul_impl();
 	dev->stall_ms = cfg->stall_ms ? cfg->stall_ms : STALL_MS_DEFAULT;
 	dev->healthy = 1;
 	const char *stall = getenv(TEST_STALL_ENV);
@@ -294,8 +310,21 @@ int gpu_device_open(const struct gpu_config *cfg, struct gpu_device **out, char 
 		memset(dev->workers, 0, cfg->worker_count * sizeof(*dev->workers));
 	}
 	for (uint32_t i = 0; i < cfg->worker_count; i++) {
-		dev->workers[i].dev = dev;
-		dev->workers[i].core = cfg->worker_cores[i];
+		struct gpu_worker *w = &dev->workers[i];
+
+		w->dev = dev;
+		w->core = cfg->worker_cores[i];
+		if (cfg->model_state_floats == 0)
+			continue;
+		/* Each worker serves one request at a time with a KV cache of its own. */
+		w->scratch.model_state = aligned_alloc(ZH_CACHE_LINE_SIZE,
+						       (cfg->model_state_floats * sizeof(float) + ZH_CACHE_LINE_SIZE - 1) &
+							       ~(size_t)(ZH_CACHE_LINE_SIZE - 1));
+		if (!w->scratch.model_state) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		w->scratch.model_state_floats = cfg->model_state_floats;
 	}
 	rc = ring_alloc(dev, cfg->ring_slot_count);
 	if (rc)
@@ -411,6 +440,8 @@ void gpu_device_close(struct gpu_device *dev)
 		return;
 	gpu_device_stop(dev);
 	gpu_cuda_close(dev->cuda);
+	for (uint32_t i = 0; dev->workers && i < dev->worker_count; i++)
+		free(dev->workers[i].scratch.model_state);
 	free(dev->workers);
 	free(dev->ring_mem);
 	free(dev);

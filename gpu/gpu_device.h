@@ -40,7 +40,10 @@ struct gpu_config {
 	uint32_t worker_count;               /* cpu device threads, 0..GPU_WORKERS_MAX (0: inline only) */
 	int worker_cores[GPU_WORKERS_MAX];   /* core of each worker, -1 for unpinned */
 	uint32_t ring_slot_count;            /* power of two, ZH_RING_SLOTS_MIN..ZH_RING_SLOTS_MAX */
-	struct krn_models models;            /* what the loop serves */
+	struct krn_models models;            /* what the loop serves, weights bound to host arenas */
+	const float *model_arenas[KRN_MODELS_MAX];  /* each model's weight arena (NULL for echo) */
+	uint64_t model_arena_floats[KRN_MODELS_MAX];
+	uint64_t model_state_floats;         /* run state one consumer needs: the largest model's */
 };
 
 struct gpu_device;
@@ -86,5 +89,7 @@ uint64_t gpu_device_served_count(const struct gpu_device *dev);
  */
 int gpu_device_is_inline(const struct gpu_device *dev);
 const struct krn_models *gpu_device_models(const struct gpu_device *dev);
+/* Floats of model run state each consumer (a worker, an inline lcore) must bring. */
+uint64_t gpu_device_model_state_floats(const struct gpu_device *dev);
 
 #endif /* GPU_DEVICE_H */

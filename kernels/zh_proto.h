@@ -25,11 +25,21 @@
 #define ZH_REQ_KEYS_MAX 32u
 /* Nesting depth of values skipped under unknown keys. */
 #define ZH_SKIP_DEPTH_MAX 8u
+/* New tokens one `generate` may ask for (`max_new`), and its default. 256 ids fit an answer. */
+#define ZH_GENERATE_MAX 256u
+#define ZH_GENERATE_DEFAULT 16u
+/* Ids returned by `logits` (`top_k`), and the default. */
+#define ZH_TOP_K_MAX 64u
+#define ZH_TOP_K_DEFAULT 5u
+/* Scores one `score` answer carries (the ranker's outputs). */
+#define ZH_SCORES_MAX 64u
 /* Length of the short `error` text in answers. */
 #define ZH_ERROR_TEXT_MAX 48u
 
 ZH_STATIC_ASSERT(ZH_TOKENS_MAX * 5u + 64u <= ZH_REQ_MAX_BYTES, "a full token array fits a request");
 ZH_STATIC_ASSERT(ZH_TOKENS_MAX * 5u + 128u <= ZH_ANS_MAX_BYTES, "an echo answer fits a datagram");
+ZH_STATIC_ASSERT(ZH_GENERATE_MAX * 5u + 192u <= ZH_ANS_MAX_BYTES, "a generate answer fits a datagram");
+ZH_STATIC_ASSERT(ZH_TOP_K_MAX * 10u + 192u <= ZH_ANS_MAX_BYTES, "a logits answer fits a datagram");
 
 /* Stable status codes (never renumber; add at the end). */
 #define ZH_STATUS_LIST(X)                                              \
