@@ -3,6 +3,7 @@
 #   make deps     install every Debian package needed to build, run and test (idempotent)
 #   make          build everything into build/ (CUDA too, when nvcc is there)
 #   make asan     the same with ASan/UBSan into build-asan/
+#   make tsan     the ring test under ThreadSanitizer (build-tsan/)
 #   make run      deps, build, dev network up, zerohopd in the foreground; Ctrl-C stops it all
 #   make test     deps, both builds, every test; ends with the runners' summary lines
 #   make gpu-check  on a GPU machine: CUDA tests and the doorbell benchmark (sm_90), under 5 minutes
@@ -38,6 +39,10 @@ ifeq ($(SANITIZE),1)
 CFLAGS += -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=address,undefined
 endif
+ifeq ($(SANITIZE),thread)
+CFLAGS += -O1 -fsanitize=thread -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=thread
+endif
 
 # CUDA objects are not sanitized, so both builds share them.
 CUDA_BUILD := build/cuda
@@ -53,7 +58,8 @@ CUDA_OBJS := $(BUILD)/gpu/gpu_cuda_none.o
 CUDA_LIBS :=
 endif
 
-KERNEL_SRCS := kernels/krn_msgpack.c kernels/krn_request.c kernels/krn_serve.c
+KERNEL_SRCS := kernels/krn_msgpack.c kernels/krn_request.c kernels/krn_serve.c kernels/krn_llama.c \
+	kernels/krn_ranker.c kernels/krn_cpu_math.c
 GPU_SRCS := gpu/gpu_device.c
 DP_SRCS := dataplane/dp_parse.c dataplane/dp_port.c dataplane/dp_lcore.c
 
@@ -62,13 +68,19 @@ GPU_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(GPU_SRCS)) $(CUDA_OBJS)
 DP_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(DP_SRCS))
 
 BINS := $(BUILD)/zerohopd $(BUILD)/zerohop-client
-UNIT_TESTS := $(BUILD)/tests/test_ring $(BUILD)/tests/test_request $(BUILD)/tests/test_parse
+UNIT_TESTS := $(BUILD)/tests/test_ring $(BUILD)/tests/test_request $(BUILD)/tests/test_parse \
+	$(BUILD)/tests/test_kernels
 
-.PHONY: all asan deps run test test-unit test-integration gpu-check clean help
+.PHONY: all asan tsan deps run test test-unit test-integration gpu-check clean help
 all: $(BINS) $(UNIT_TESTS)
 
 asan:
 	$(MAKE) BUILD=build-asan SANITIZE=1 all
+
+# The ring test under ThreadSanitizer (every state change of the ring is an atomic TSan can check).
+tsan:
+	$(MAKE) BUILD=build-tsan SANITIZE=thread build-tsan/tests/test_ring
+	TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/test_ring
 
 deps:
 	@platform/deps.sh
@@ -94,7 +106,7 @@ gpu-check:
 	tests/gpu/gpu-check.sh $(BUILD)
 
 help:
-	@sed -n '3,10p' Makefile
+	@sed -n '3,11p' Makefile
 
 ifeq ($(V),1)
 Q :=
@@ -126,6 +138,10 @@ $(BUILD)/tests/test_request: $(BUILD)/tests/unit/test_request.o $(KERNEL_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(MSGPACK_LIBS) $(LDLIBS)
 
+$(BUILD)/tests/test_kernels: $(BUILD)/tests/unit/test_kernels.o $(KERNEL_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
 $(BUILD)/tests/test_parse: $(BUILD)/tests/unit/test_parse.o $(BUILD)/dataplane/dp_parse.o
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) $(LDLIBS)
@@ -136,7 +152,7 @@ $(BUILD)/tests/gpu_check: tests/gpu/gpu_check.cu $(filter $(CUDA_BUILD)/%,$(CUDA
 	$(Q)$(NVCC) $(NVCC_FLAGS) $< $(filter %.o,$^) -o $@ -lpthread
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan build-fuzz
 
 -include $(shell find build build-asan -name '*.d' 2>/dev/null)
 
@@ -154,3 +170,148 @@ bench-ring: $(BUILD)/bench/bench_ring
 $(BUILD)/bench/bench_ring: $(BUILD)/tests/bench/bench_ring.o
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) $(LDLIBS)
+
+# --- conformance and fuzzing (tests/unit/test_mp_suite.c, tests/fuzz/) ---
+# test_mp_suite: krn_msgpack against msgpack-c and the msgpack test suite (tests/data/, read with json-c).
+# test_mp_random: krn_request_decode against a reference decoder on random and mutated requests.
+# `make fuzzers` builds the libFuzzer targets with clang-14 into build-fuzz/ (the kernels' sources
+# compiled again, sanitized); `make fuzz` runs each for FUZZ_SECONDS and keeps what it finds in
+# build-fuzz/corpus/; `make fuzz-smoke` runs each for 20 s on a temporary copy of the committed seeds
+# (tests/run-fuzz-smoke.sh). Crashes land in build-fuzz/artifacts/.
+JSONC_CFLAGS := $(shell $(PKG_CONFIG) --cflags json-c 2>/dev/null)
+JSONC_LIBS := $(shell $(PKG_CONFIG) --libs json-c 2>/dev/null)
+MSGPACK_CFLAGS := $(shell $(PKG_CONFIG) --cflags msgpack 2>/dev/null)
+
+MP_TESTS := $(BUILD)/tests/test_mp_suite $(BUILD)/tests/test_mp_random
+UNIT_TESTS += $(MP_TESTS)
+# `all` took UNIT_TESTS as it stood when its rule was read; name these again so that it builds them.
+all: $(MP_TESTS)
+
+$(BUILD)/tests/unit/test_mp_suite.o: CFLAGS += $(JSONC_CFLAGS)
+
+$(BUILD)/tests/test_mp_suite: $(BUILD)/tests/unit/test_mp_suite.o $(BUILD)/kernels/krn_msgpack.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(MSGPACK_LIBS) $(JSONC_LIBS) $(LDLIBS)
+
+# Only the decoder and its reader: the models behind krn_serve are not this test's business.
+$(BUILD)/tests/test_mp_random: $(BUILD)/tests/unit/test_mp_random.o $(BUILD)/kernels/krn_msgpack.o \
+		$(BUILD)/kernels/krn_request.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(MSGPACK_LIBS) $(LDLIBS)
+
+FUZZ_CC ?= clang-14
+FUZZ_BUILD := build-fuzz
+FUZZ_SECONDS ?= 300
+# Past a datagram (1472 bytes), so that the size bound is crossed too.
+FUZZ_MAX_LEN ?= 2048
+FUZZ_NAMES := request msgpack
+FUZZ_TARGETS := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_NAMES))
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer $(WARN) -D_GNU_SOURCE -fno-strict-aliasing -Ikernels $(MSGPACK_CFLAGS)
+
+.PHONY: fuzzers fuzz fuzz-smoke clean-fuzz
+fuzzers: $(FUZZ_TARGETS)
+
+# Each target compiles the kernels' sources it needs: the request path all of them, the reader one.
+$(FUZZ_BUILD)/fuzz_request: $(KERNEL_SRCS)
+$(FUZZ_BUILD)/fuzz_msgpack: kernels/krn_msgpack.c
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard kernels/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(filter %.c,$^) -o $@ $(MSGPACK_LIBS) -lm
+
+# The msgpack target also starts from the requests: they are msgpack too.
+fuzz: $(FUZZ_TARGETS)
+	@set -e; for t in $(FUZZ_NAMES); do \
+		seeds=tests/fuzz/corpus/$$t; [ $$t = msgpack ] && seeds="$$seeds tests/fuzz/corpus/request"; \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/artifacts; \
+		echo "== fuzz_$$t for $(FUZZ_SECONDS) s"; \
+		$(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) -timeout=10 \
+			-artifact_prefix=$(FUZZ_BUILD)/artifacts/fuzz_$$t- $(FUZZ_BUILD)/corpus/$$t $$seeds; \
+	done
+
+fuzz-smoke:
+	tests/run-fuzz-smoke.sh
+
+clean: clean-fuzz
+clean-fuzz:
+	rm -rf $(FUZZ_BUILD)
+
+# --- tokenizer (tools/zh_tokenizer.c) ---
+# The llama2.c tokenizer, linked into zerohop-client for --tokenizer/--prompt. test_tokenizer checks it
+# against tests/data/ (tok512.bin and llama2.c's stories260K greedy output), and runs the client
+# against a fake appliance on the loopback, so the client is built before it runs.
+TOKENIZER_OBJ := $(BUILD)/tools/zh_tokenizer.o
+UNIT_TESTS += $(BUILD)/tests/test_tokenizer
+# `all` took UNIT_TESTS as it stood when its rule was read; name the test again so that it is built.
+all: $(BUILD)/tests/test_tokenizer
+
+# Prerequisite only: the client's link recipe links $^.
+$(BUILD)/zerohop-client: $(TOKENIZER_OBJ)
+
+$(BUILD)/tests/unit/test_tokenizer.o: CFLAGS += -Itools
+
+$(BUILD)/tests/test_tokenizer: $(BUILD)/tests/unit/test_tokenizer.o $(TOKENIZER_OBJ) \
+		$(BUILD)/kernels/krn_msgpack.o $(BUILD)/kernels/krn_request.o | $(BUILD)/zerohop-client
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# --- model tools (tools/zerohop_convert.c, tools/zerohop_mkmodel.c) ---
+# zerohop-convert imports a llama2.c checkpoint, zerohop-mkmodel writes random llama/ranker models; both
+# write config.json and model.safetensors through tools/zh_safetensors_write.c (docs/MODELS.md).
+# test_tools_models is a shell script (an embedded Python reader); make copies it next to the other
+# unit tests so that tests/run-unit.sh runs it, and it finds the tools in the build it sits in.
+MODEL_TOOLS := $(BUILD)/zerohop-convert $(BUILD)/zerohop-mkmodel
+BINS += $(MODEL_TOOLS)
+UNIT_TESTS += $(BUILD)/tests/test_tools_models
+# `all` took BINS and UNIT_TESTS as they stood when its rule was read; name these again.
+all: $(MODEL_TOOLS) $(BUILD)/tests/test_tools_models
+
+$(BUILD)/zerohop-convert: $(BUILD)/tools/zerohop_convert.o $(BUILD)/tools/zh_safetensors_write.o
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/zerohop-mkmodel: $(BUILD)/tools/zerohop_mkmodel.o $(BUILD)/tools/zh_safetensors_write.o
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/test_tools_models: tests/unit/test_tools_models.sh | $(MODEL_TOOLS)
+	@mkdir -p $(dir $@)
+	cp $< $@
+	chmod +x $@
+
+# --- model repository loader (mgmt/mgmt_model.c) ---
+# mgmt_model.o reads a model repository (docs/MODELS.md: config.json and model.safetensors) with json-c
+# into an F32 arena laid out by the kernels; zerohopd links MGMT_OBJS. test_model_load writes its models
+# and malformed files into a temporary directory. `make fuzz-safetensors` builds the safetensors reader's
+# libFuzzer target (clang-14, sanitized, into build-fuzz/) and runs it for FUZZ_SECONDS from the seeds
+# in tests/data/models/safetensors-seeds/, keeping what it finds in build-fuzz/corpus/safetensors/.
+MGMT_OBJS := $(BUILD)/mgmt/mgmt_model.o
+UNIT_TESTS += $(BUILD)/tests/test_model_load
+# `all` took UNIT_TESTS as it stood when its rule was read; name the test again so that it is built.
+all: $(BUILD)/tests/test_model_load
+
+$(BUILD)/mgmt/mgmt_model.o: CFLAGS += $(JSONC_CFLAGS)
+
+# zerohopd loads its --model repositories with it. Prerequisite only: zerohopd's recipe links $^.
+$(BUILD)/zerohopd: $(MGMT_OBJS)
+$(BUILD)/zerohopd: LDLIBS += $(JSONC_LIBS)
+
+$(BUILD)/tests/test_model_load: $(BUILD)/tests/unit/test_model_load.o $(MGMT_OBJS) $(KERNEL_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(JSONC_LIBS) $(LDLIBS)
+
+MODEL_FUZZ_SEEDS := tests/data/models/safetensors-seeds
+MODEL_FUZZ_DICT := tests/data/models/safetensors.dict
+# Room for a header with a few dozen entries.
+MODEL_FUZZ_MAX_LEN ?= 4096
+
+.PHONY: fuzz-safetensors
+# The reader needs no kernel at run time, but mgmt_model.c calls the kernels' bind functions.
+$(FUZZ_BUILD)/fuzz_safetensors: tests/fuzz/fuzz_safetensors.c mgmt/mgmt_model.c kernels/krn_llama.c \
+		kernels/krn_ranker.c kernels/krn_cpu_math.c mgmt/mgmt_model.h $(wildcard kernels/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Imgmt $(JSONC_CFLAGS) $(filter %.c,$^) -o $@ $(JSONC_LIBS) -lm
+
+fuzz-safetensors: $(FUZZ_BUILD)/fuzz_safetensors
+	mkdir -p $(FUZZ_BUILD)/corpus/safetensors $(FUZZ_BUILD)/artifacts
+	$(FUZZ_BUILD)/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=$(MODEL_FUZZ_MAX_LEN) \
+		-timeout=10 -dict=$(MODEL_FUZZ_DICT) -artifact_prefix=$(FUZZ_BUILD)/artifacts/fuzz_safetensors- \
+		$(FUZZ_BUILD)/corpus/safetensors $(MODEL_FUZZ_SEEDS)

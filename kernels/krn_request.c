@@ -59,9 +59,11 @@ static ZH_HD enum zh_status reader_error(int rc, const char **error)
 		*error = "not msgpack";
 		return ZH_STATUS_BAD_REQUEST;
 	}
+	/* A container that claims more elements than the datagram holds is malformed; too_large is
+	 * kept for counts over a stated bound (read_bounded_header). */
 	if (rc == KRN_MP_E_TOO_LARGE) {
 		*error = "container larger than the datagram";
-		return ZH_STATUS_TOO_LARGE;
+		return ZH_STATUS_BAD_REQUEST;
 	}
 	*error = "truncated msgpack";
 	return ZH_STATUS_BAD_REQUEST;
@@ -143,13 +145,16 @@ static ZH_HD enum zh_status read_dense(struct krn_mp_reader *r, struct krn_reque
 	if (st != ZH_STATUS_OK)
 		return st;
 	req->dense_count = v.size;
-	for (uint32_t i = 0; i < v.size; i++) {
+	/* Each element is read into its own value: reading into `v` would clear the count the loop
+	 * runs to, ending it after the first element. */
+	for (uint32_t i = 0; i < req->dense_count; i++) {
+		struct krn_mp_value e;
 		double d;
 
-		rc = krn_mp_read(r, &v);
+		rc = krn_mp_read(r, &e);
 		if (rc)
 			return reader_error(rc, error);
-		if (krn_mp_as_double(&v, &d)) {
+		if (krn_mp_as_double(&e, &d)) {
 			*error = "dense values must be numbers";
 			return ZH_STATUS_BAD_REQUEST;
 		}
@@ -194,7 +199,7 @@ static ZH_HD enum zh_status read_model(struct krn_mp_reader *r, struct krn_reque
 	}
 	if (v.size > ZH_MODEL_NAME_MAX) {
 		*error = "model name too long";
-		return ZH_STATUS_BAD_REQUEST;
+		return ZH_STATUS_TOO_LARGE;
 	}
 	for (uint32_t i = 0; i < v.size; i++)
 		req->model_name[i] = (char)v.data[i];
@@ -269,6 +274,7 @@ static ZH_HD void find_id(const uint8_t *buf, uint32_t size_bytes, struct krn_re
 	if (krn_mp_read(&r, &v) || v.type != KRN_MP_MAP)
 		return;
 	for (uint32_t i = 0; i < v.size && i < ZH_REQ_KEYS_MAX; i++) {
+		struct krn_mp_reader at_key = r;
 		struct krn_mp_value key;
 
 		if (krn_mp_read(&r, &key))
@@ -280,7 +286,10 @@ static ZH_HD void find_id(const uint8_t *buf, uint32_t size_bytes, struct krn_re
 			req->present_mask |= KRN_REQ_HAS_ID;
 			return;
 		}
-		if (krn_mp_skip(&r))
+		/* krn_mp_read took only the header of a container key; skip the whole key from its
+		 * start, then its value, or the scan drifts into the key's elements. */
+		r = at_key;
+		if (krn_mp_skip(&r) || krn_mp_skip(&r))
 			return;
 	}
 }

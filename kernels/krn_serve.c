@@ -26,7 +26,9 @@ static ZH_HD const struct krn_model *find_model(const struct krn_models *models,
 		const char *name = models->models[i].name;
 		uint32_t k = 0;
 
-		while (k < req->model_name_len && name[k] == req->model_name[k])
+		/* Stop at the table name's end: a request name with a NUL in it ("echo\0") is
+		 * another name, not a match of the bytes before the NUL. */
+		while (k < req->model_name_len && name[k] != '\0' && name[k] == req->model_name[k])
 			k++;
 		if (k == req->model_name_len && name[k] == '\0')
 			return &models->models[i];

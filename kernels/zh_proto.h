@@ -23,8 +23,6 @@
 #define ZH_MODEL_NAME_MAX 31u
 /* Keys in the request map; more is a bad request (the protocol defines 11). */
 #define ZH_REQ_KEYS_MAX 32u
-/* Nesting depth of values skipped under unknown keys. */
-#define ZH_SKIP_DEPTH_MAX 8u
 /* New tokens one `generate` may ask for (`max_new`), and its default. 256 ids fit an answer. */
 #define ZH_GENERATE_MAX 256u
 #define ZH_GENERATE_DEFAULT 16u

@@ -15,6 +15,7 @@ packages=(
 	iproute2 ethtool iputils-ping procps
 	# test
 	clang-14 libclang-rt-14-dev   # libFuzzer and sanitizer runtimes
+	libjson-c-dev                 # json-c: test_mp_suite reads the msgpack test suite's JSON
 	python3-msgpack python3-scapy python3-pytest python3-numpy
 )
 

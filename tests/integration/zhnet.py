@@ -89,6 +89,7 @@ class Appliance:
 
     def __init__(self, build, net, extra_args=(), start_timeout_s=60):
         self.net = net
+        self.build = build
         self.lines = queue.Queue()
         self.log = []
         cmd = ["ip", "netns", "exec", net.app_ns, f"{ROOT}/{build}/zerohopd",
