@@ -92,6 +92,7 @@ run: deps
 test: deps
 	$(MAKE) all
 	$(MAKE) asan
+	$(MAKE) BUILD=build-tsan SANITIZE=thread build-tsan/tests/test_ring
 	tests/run-all.sh
 
 test-unit: all

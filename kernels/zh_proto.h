@@ -21,7 +21,7 @@
 #define ZH_DENSE_MAX 128u
 /* Model names, as in `model`, without a terminating NUL. */
 #define ZH_MODEL_NAME_MAX 31u
-/* Keys in the request map; more is a bad request (the protocol defines 11). */
+/* Keys in the request map; more is too large (the protocol defines 10). */
 #define ZH_REQ_KEYS_MAX 32u
 /* New tokens one `generate` may ask for (`max_new`), and its default. 256 ids fit an answer. */
 #define ZH_GENERATE_MAX 256u

@@ -38,6 +38,7 @@ run() {
 
 run unit-build tests/run-unit.sh build
 run unit-asan tests/run-unit.sh build-asan
+run unit-tsan tests/run-unit.sh build-tsan
 run fuzz tests/run-fuzz-smoke.sh
 run integration tests/run-integration.sh build build-asan
 

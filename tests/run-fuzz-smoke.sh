@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 seconds=${FUZZ_SMOKE_SECONDS:-20}
 max_len=2048
-targets=(request msgpack)
+targets=(request msgpack safetensors)
 passed=0 failed=0 skipped=0
 
 summary() {
@@ -22,7 +22,7 @@ if ! command -v clang-14 >/dev/null 2>&1; then
 	summary
 	exit 0
 fi
-if ! make -s fuzzers; then
+if ! make -s fuzzers build-fuzz/fuzz_safetensors; then
 	echo "fuzz: FAIL: make fuzzers"
 	failed=${#targets[@]}
 	summary
@@ -37,13 +37,20 @@ for t in "${targets[@]}"; do
 	corpus=$work/corpus-$t
 	log=$work/$t.log
 	mkdir -p "$corpus"
-	cp tests/fuzz/corpus/"$t"/* "$corpus"/
+	extra=()
+	if [ "$t" = safetensors ]; then
+		# The model reader's seeds and dictionary live with the model test data.
+		cp tests/data/models/safetensors-seeds/* "$corpus"/
+		extra=(-dict=tests/data/models/safetensors.dict)
+	else
+		cp tests/fuzz/corpus/"$t"/* "$corpus"/
+	fi
 	# The msgpack reader also starts from the requests: they are msgpack too.
 	[ "$t" = msgpack ] && cp tests/fuzz/corpus/request/* "$corpus"/
 	started=$(date +%s)
 	# -max_total_time ends a healthy run; timeout ends one that hangs outside libFuzzer's control.
 	timeout -k 10 $((seconds + 60)) build-fuzz/fuzz_"$t" -max_total_time="$seconds" -max_len="$max_len" \
-		-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+		-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 "${extra[@]}" \
 		-artifact_prefix=build-fuzz/artifacts/fuzz_"$t"- "$corpus" >"$log" 2>&1
 	status=$?
 	execs=$(grep -oE 'stat::number_of_executed_units:[[:space:]]+[0-9]+' "$log" | grep -oE '[0-9]+$')
