@@ -92,21 +92,25 @@ void krn_llama_fill_rope(const struct krn_llama_config *cfg, float *arena)
 }
 #endif
 
-/* State layout, in floats: x[D] xb[D] xb2[D] hb[H] hb2[H] q[D] att[heads][seq] logits[vocab]
- * key_cache[L][seq][KV] value_cache[L][seq][KV]. */
+/*
+ * State layout, in floats: x[D] xb[D] xb2[D] hb[H] hb2[H] q[D] k[KV] att[heads][seq] logits[vocab]
+ * key_cache[L][kv_heads][head_size][seq] value_cache[L][seq][KV]. The key cache is transposed (a
+ * position's key is scattered over head_size rows) so that attention reads all positions of one
+ * dimension contiguously.
+ */
 ZH_HD uint64_t krn_llama_state_floats(const struct krn_llama_config *cfg)
 {
 	uint64_t d = cfg->dim, h = cfg->hidden_dim;
 	uint64_t cache = (uint64_t)cfg->n_layers * cfg->seq_len * kv_dim(cfg);
 
-	return 4 * d + 2 * h + (uint64_t)cfg->n_heads * cfg->seq_len + cfg->vocab_size + 2 * cache;
+	return 4 * d + kv_dim(cfg) + 2 * h + (uint64_t)cfg->n_heads * cfg->seq_len + cfg->vocab_size + 2 * cache;
 }
 
 struct run_state {
-	float *x, *xb, *xb2, *hb, *hb2, *q, *att, *logits, *key_cache, *value_cache;
+	float *x, *xb, *xb2, *hb, *hb2, *q, *k, *att, *logits, *key_cache, *value_cache;
 };
 
-static ZH_HD struct run_state carve(const struct krn_llama_config *cfg, float *state)
+static KRN_INLINE ZH_HD struct run_state carve(const struct krn_llama_config *cfg, float *state)
 {
 	uint64_t d = cfg->dim, h = cfg->hidden_dim;
 	uint64_t cache = (uint64_t)cfg->n_layers * cfg->seq_len * kv_dim(cfg);
@@ -118,6 +122,7 @@ static ZH_HD struct run_state carve(const struct krn_llama_config *cfg, float *s
 	s.hb = state; state += h;
 	s.hb2 = state; state += h;
 	s.q = state; state += d;
+	s.k = state; state += kv_dim(cfg);
 	s.att = state; state += (uint64_t)cfg->n_heads * cfg->seq_len;
 	s.logits = state; state += cfg->vocab_size;
 	s.key_cache = state; state += cache;
@@ -126,7 +131,7 @@ static ZH_HD struct run_state carve(const struct krn_llama_config *cfg, float *s
 }
 
 /* Rotate each head's pairs (j, j + half) of vec by the angle of position pos. */
-static ZH_HD void rope(float *vec, uint32_t heads, uint32_t hs, const float *cos_row, const float *sin_row,
+static KRN_INLINE ZH_HD void rope(float *vec, uint32_t heads, uint32_t hs, const float *cos_row, const float *sin_row,
 		       uint32_t thread_idx, uint32_t thread_count)
 {
 	uint32_t half = hs / 2;
@@ -141,42 +146,29 @@ static ZH_HD void rope(float *vec, uint32_t heads, uint32_t hs, const float *cos
 	}
 }
 
-/* Multi-head attention of position pos over positions 0..pos of layer l, heads split over threads. */
-static ZH_HD void attention(const struct krn_llama_config *cfg, struct run_state *s, uint64_t layer_off,
-			    uint32_t pos, uint32_t thread_idx, uint32_t thread_count)
+/* Multi-head attention of position pos over positions 0..pos of layer l, heads split over threads.
+ * layer_off: the layer's offset in either cache (both hold seq * KV floats per layer). */
+static KRN_INLINE ZH_HD void attention(const struct krn_llama_config *cfg, struct run_state *s, uint64_t layer_off,
+				       uint32_t pos, uint32_t thread_idx, uint32_t thread_count)
 {
-	uint32_t hs = head_size(cfg), half = hs / 2, kvd = kv_dim(cfg);
+	uint32_t hs = head_size(cfg), kvd = kv_dim(cfg);
 	uint32_t kv_mul = cfg->n_heads / cfg->n_kv_heads;
-	float scale = sqrtf((float)hs);
 
 	for (uint32_t h = thread_idx; h < cfg->n_heads; h += thread_count) {
-		const float *q = s->q + h * hs;
-		float *att = s->att + (size_t)h * cfg->seq_len;
-		float *xb = s->xb + h * hs;
+		uint32_t kvh = h / kv_mul;
 
-		for (uint32_t t = 0; t <= pos; t++) {
-			const float *k = s->key_cache + layer_off + (size_t)t * kvd + (h / kv_mul) * hs;
-			float score = 0.0f;
-
-			for (uint32_t j = 0; j < half; j++) {
-				score += q[j] * k[j];
-				score += q[j + half] * k[j + half];
-			}
-			att[t] = score / scale;
-		}
-		krn_softmax(att, pos + 1);
-		for (uint32_t i = 0; i < hs; i++)
-			xb[i] = 0.0f;
-		for (uint32_t t = 0; t <= pos; t++) {
-			const float *v = s->value_cache + layer_off + (size_t)t * kvd + (h / kv_mul) * hs;
-			float a = att[t];
-
-			for (uint32_t i = 0; i < hs; i++)
-				xb[i] += a * v[i];
-		}
+		krn_attend(s->xb + h * hs, s->q + h * hs, s->key_cache + layer_off + (size_t)kvh * hs * cfg->seq_len,
+			   cfg->seq_len, s->value_cache + layer_off + (size_t)kvh * hs, kvd, pos + 1, hs,
+			   s->att + (size_t)h * cfg->seq_len);
 	}
 }
 
+/* On the cpu device the whole pass is compiled for x86-64-v4 (AVX-512 with FMA) too, and the loader
+ * picks the clone the CPU runs (an ifunc resolved once at start-up): the small loops around the matrix
+ * products vectorize. */
+#if !defined(__CUDACC__) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("arch=x86-64-v4", "default")))
+#endif
 ZH_HD float *krn_llama_forward(const struct krn_llama *m, float *state, uint32_t token, uint32_t pos,
 			       uint32_t thread_idx, uint32_t thread_count)
 {
@@ -194,18 +186,21 @@ ZH_HD float *krn_llama_forward(const struct krn_llama *m, float *state, uint32_t
 
 	for (uint64_t l = 0; l < cfg->n_layers; l++) {
 		uint64_t layer_off = l * cfg->seq_len * kvd;
-		float *k = s.key_cache + layer_off + (size_t)pos * kvd;
 		float *v = s.value_cache + layer_off + (size_t)pos * kvd;
 
-		/* Attention: RMSNorm, q/k/v projections (k and v straight into the cache), RoPE. */
+		/* Attention: RMSNorm, q/k/v projections (v straight into the cache), RoPE, then k into the
+		 * transposed key cache: dimension i of this position at row i, column pos. */
 		krn_rmsnorm(s.xb, s.x, w->rms_att + l * d, d, cfg->rms_eps, thread_idx, thread_count);
 		KRN_SYNC();
 		krn_matmul(s.q, s.xb, w->wq + l * d * d, d, d, thread_idx, thread_count);
-		krn_matmul(k, s.xb, w->wk + l * kvd * d, d, kvd, thread_idx, thread_count);
+		krn_matmul(s.k, s.xb, w->wk + l * kvd * d, d, kvd, thread_idx, thread_count);
 		krn_matmul(v, s.xb, w->wv + l * kvd * d, d, kvd, thread_idx, thread_count);
 		KRN_SYNC();
 		rope(s.q, cfg->n_heads, hs, cos_row, sin_row, thread_idx, thread_count);
-		rope(k, cfg->n_kv_heads, hs, cos_row, sin_row, thread_idx, thread_count);
+		rope(s.k, cfg->n_kv_heads, hs, cos_row, sin_row, thread_idx, thread_count);
+		KRN_SYNC();
+		for (uint32_t i = thread_idx; i < kvd; i += thread_count)
+			s.key_cache[layer_off + (size_t)i * cfg->seq_len + pos] = s.k[i];
 		KRN_SYNC();
 		attention(cfg, &s, layer_off, pos, thread_idx, thread_count);
 		KRN_SYNC();
@@ -221,12 +216,7 @@ ZH_HD float *krn_llama_forward(const struct krn_llama *m, float *state, uint32_t
 		krn_matmul(s.hb, s.xb, w->w1 + l * hdim * d, d, hdim, thread_idx, thread_count);
 		krn_matmul(s.hb2, s.xb, w->w3 + l * hdim * d, d, hdim, thread_idx, thread_count);
 		KRN_SYNC();
-		for (uint32_t i = thread_idx; i < hdim; i += thread_count) {
-			float val = s.hb[i];
-
-			val *= 1.0f / (1.0f + expf(-val));
-			s.hb[i] = val * s.hb2[i];
-		}
+		krn_silu_mul(s.hb, s.hb2, hdim, thread_idx, thread_count);
 		KRN_SYNC();
 		krn_matmul(s.xb, s.hb, w->w2 + l * d * hdim, hdim, d, thread_idx, thread_count);
 		KRN_SYNC();
