@@ -199,20 +199,30 @@ static void producer_finish(struct bench *b, uint64_t done, uint64_t elapsed_tsc
 	__atomic_store_n(&b->stop.value, 1, __ATOMIC_RELEASE);
 }
 
-static inline void record_latency(struct bench *b, uint64_t publish_tsc, uint64_t claim_tsc)
+/*
+ * The consumer's latency samples. Counted in the consumer's own copy and stored once at the end: a
+ * count in struct bench would share a line with the run parameters the producer reads.
+ */
+struct lat_log {
+	int64_t *samples_tsc;
+	uint64_t count;
+	uint64_t count_max;
+};
+
+static inline void lat_log_add(struct lat_log *log, uint64_t publish_tsc, uint64_t claim_tsc)
 {
-	if (b->sample_count < b->samples_max)
-		b->samples_tsc[b->sample_count++] = (int64_t)(claim_tsc - publish_tsc);
+	if (log->count < log->count_max)
+		log->samples_tsc[log->count++] = (int64_t)(claim_tsc - publish_tsc);
 }
 
 /* Spin for the pacing gap; returns 0 once the run's time is up. */
-static inline int pace(const struct bench *b)
+static inline int pace(uint64_t gap_tsc, uint64_t deadline_tsc)
 {
 	uint64_t now = tsc_now();
 
-	if (now > b->deadline_tsc)
+	if (now > deadline_tsc)
 		return 0;
-	while (tsc_now() - now < b->gap_tsc)
+	while (tsc_now() - now < gap_tsc)
 		zh_cpu_relax();
 	return 1;
 }
@@ -223,12 +233,13 @@ static void *zh_latency_producer(void *arg)
 {
 	struct bench *b = arg;
 	const struct zh_ring ring = b->zh;
+	const uint64_t items = b->items, gap_tsc = b->gap_tsc, deadline_tsc = b->deadline_tsc;
 	uint64_t errors = 0, i, t_start;
 
 	if (!start_line(b))
 		return NULL;
 	t_start = tsc_now();
-	for (i = 0; i < b->items; i++) {
+	for (i = 0; i < items; i++) {
 		uint64_t ticket;
 		struct zh_slot *slot = zh_ring_produce_begin(&ring, &ticket);
 
@@ -241,12 +252,12 @@ static void *zh_latency_producer(void *arg)
 		zh_ring_publish(&ring, slot, ticket);
 		while (!zh_ring_is_done(&ring, slot, ticket)) {
 			zh_cpu_relax();
-			if (tsc_now() > b->deadline_tsc)
+			if (tsc_now() > deadline_tsc)
 				goto out; /* the consumer completes it; nobody reuses the slot */
 		}
 		errors += slot->done_dclk != i + 1;
 		zh_ring_release(&ring, slot, ticket);
-		if (!pace(b)) {
+		if (!pace(gap_tsc, deadline_tsc)) {
 			i++;
 			break;
 		}
@@ -260,6 +271,7 @@ static void *zh_latency_consumer(void *arg)
 {
 	struct bench *b = arg;
 	const struct zh_ring ring = b->zh;
+	struct lat_log log = { b->samples_tsc, 0, b->samples_max };
 
 	if (!start_line(b))
 		return NULL;
@@ -274,10 +286,11 @@ static void *zh_latency_consumer(void *arg)
 			continue;
 		}
 		publish_tsc = slot->publish_tsc;
-		record_latency(b, publish_tsc, tsc_after_loads());
+		lat_log_add(&log, publish_tsc, tsc_after_loads());
 		slot->done_dclk = slot->req_addr + 1;
 		zh_ring_complete(&ring, slot, ticket);
 	}
+	b->sample_count = log.count;
 	return NULL;
 }
 
@@ -287,6 +300,7 @@ static void *zh_throughput_producer(void *arg)
 	struct bench *b = arg;
 	const struct zh_ring ring = b->zh;
 	const uint32_t burst = b->burst;
+	const uint64_t deadline_tsc = b->deadline_tsc;
 	uint64_t target = b->items, produced = 0, reaped = 0, errors = 0, t_start;
 	uint32_t passes = 0;
 
@@ -319,7 +333,7 @@ static void *zh_throughput_producer(void *arg)
 		if (n == 0 && r == 0)
 			zh_cpu_relax();
 		/* Out of time: produce no more, answer what is in flight. */
-		if (++passes % DEADLINE_CHECK_PASSES == 0 && tsc_now() > b->deadline_tsc)
+		if (++passes % DEADLINE_CHECK_PASSES == 0 && tsc_now() > deadline_tsc)
 			target = produced;
 	}
 	producer_finish(b, reaped, tsc_now() - t_start, errors);
@@ -355,28 +369,31 @@ static void *zh_throughput_consumer(void *arg)
 static void *rte_latency_producer(void *arg)
 {
 	struct bench *b = arg;
+	struct rte_ring *const req = b->rte_req, *const cpl = b->rte_cpl;
+	struct zh_slot *const descs = b->descs;
+	const uint64_t items = b->items, gap_tsc = b->gap_tsc, deadline_tsc = b->deadline_tsc;
 	uint64_t errors = 0, i, t_start;
 
 	if (!start_line(b))
 		return NULL;
 	t_start = tsc_now();
-	for (i = 0; i < b->items; i++) {
-		struct zh_slot *d = &b->descs[i & (RING_SLOTS - 1)];
+	for (i = 0; i < items; i++) {
+		struct zh_slot *d = &descs[i & (RING_SLOTS - 1)];
 		void *answered;
 
 		d->req_addr = i;
 		d->publish_tsc = tsc_now();
-		if (rte_ring_sp_enqueue(b->rte_req, d) != 0) { /* one request in flight: never full */
+		if (rte_ring_sp_enqueue(req, d) != 0) { /* one request in flight: never full */
 			errors++;
 			break;
 		}
-		while (rte_ring_sc_dequeue(b->rte_cpl, &answered) != 0) {
+		while (rte_ring_sc_dequeue(cpl, &answered) != 0) {
 			zh_cpu_relax();
-			if (tsc_now() > b->deadline_tsc)
+			if (tsc_now() > deadline_tsc)
 				goto out;
 		}
 		errors += answered != d || d->done_dclk != i + 1;
-		if (!pace(b)) {
+		if (!pace(gap_tsc, deadline_tsc)) {
 			i++;
 			break;
 		}
@@ -389,6 +406,8 @@ out:
 static void *rte_latency_consumer(void *arg)
 {
 	struct bench *b = arg;
+	struct rte_ring *const req = b->rte_req, *const cpl = b->rte_cpl;
+	struct lat_log log = { b->samples_tsc, 0, b->samples_max };
 
 	if (!start_line(b))
 		return NULL;
@@ -397,7 +416,7 @@ static void *rte_latency_consumer(void *arg)
 		uint64_t publish_tsc;
 		void *obj;
 
-		if (rte_ring_sc_dequeue(b->rte_req, &obj) != 0) {
+		if (rte_ring_sc_dequeue(req, &obj) != 0) {
 			if (stopped(b))
 				break;
 			zh_cpu_relax();
@@ -405,12 +424,13 @@ static void *rte_latency_consumer(void *arg)
 		}
 		d = obj;
 		publish_tsc = d->publish_tsc;
-		record_latency(b, publish_tsc, tsc_after_loads());
+		lat_log_add(&log, publish_tsc, tsc_after_loads());
 		d->done_dclk = d->req_addr + 1;
 		/* The completion ring holds every request in flight, so this cannot fail; the producer
 		 * counts a lost answer if it did. */
-		(void)rte_ring_sp_enqueue(b->rte_cpl, d);
+		(void)rte_ring_sp_enqueue(cpl, d);
 	}
+	b->sample_count = log.count;
 	return NULL;
 }
 
@@ -418,7 +438,10 @@ static void *rte_latency_consumer(void *arg)
 static void *rte_throughput_producer(void *arg)
 {
 	struct bench *b = arg;
+	struct rte_ring *const req = b->rte_req, *const cpl = b->rte_cpl;
+	struct zh_slot *const descs = b->descs;
 	const uint32_t burst = b->burst;
+	const uint64_t deadline_tsc = b->deadline_tsc;
 	uint64_t target = b->items, produced = 0, reaped = 0, errors = 0, t_start;
 	uint32_t passes = 0;
 	void *objs[BURST_MAX];
@@ -436,15 +459,15 @@ static void *rte_throughput_producer(void *arg)
 			want = (uint32_t)(target - produced);
 		if (want > 0) {
 			for (uint32_t i = 0; i < want; i++) {
-				struct zh_slot *d = &b->descs[(produced + i) & (RING_SLOTS - 1)];
+				struct zh_slot *d = &descs[(produced + i) & (RING_SLOTS - 1)];
 
 				d->req_addr = produced + i;
 				objs[i] = d;
 			}
-			n = rte_ring_sp_enqueue_burst(b->rte_req, objs, want, NULL);
+			n = rte_ring_sp_enqueue_burst(req, objs, want, NULL);
 			produced += n;
 		}
-		r = rte_ring_sc_dequeue_burst(b->rte_cpl, objs, burst, NULL);
+		r = rte_ring_sc_dequeue_burst(cpl, objs, burst, NULL);
 		for (uint32_t i = 0; i < r; i++) {
 			const struct zh_slot *d = objs[i];
 
@@ -453,7 +476,7 @@ static void *rte_throughput_producer(void *arg)
 		}
 		if (n == 0 && r == 0)
 			zh_cpu_relax();
-		if (++passes % DEADLINE_CHECK_PASSES == 0 && tsc_now() > b->deadline_tsc)
+		if (++passes % DEADLINE_CHECK_PASSES == 0 && tsc_now() > deadline_tsc)
 			target = produced;
 	}
 	producer_finish(b, reaped, tsc_now() - t_start, errors);
@@ -463,13 +486,14 @@ static void *rte_throughput_producer(void *arg)
 static void *rte_throughput_consumer(void *arg)
 {
 	struct bench *b = arg;
+	struct rte_ring *const req = b->rte_req, *const cpl = b->rte_cpl;
 	const uint32_t burst = b->burst;
 	void *objs[BURST_MAX];
 
 	if (!start_line(b))
 		return NULL;
 	for (;;) {
-		uint32_t n = rte_ring_sc_dequeue_burst(b->rte_req, objs, burst, NULL);
+		uint32_t n = rte_ring_sc_dequeue_burst(req, objs, burst, NULL);
 		uint32_t sent = 0;
 
 		if (n == 0) {
@@ -485,7 +509,7 @@ static void *rte_throughput_consumer(void *arg)
 		}
 		/* Never loops: the completion ring holds every request in flight. */
 		while (sent < n)
-			sent += rte_ring_sp_enqueue_burst(b->rte_cpl, objs + sent, n - sent, NULL);
+			sent += rte_ring_sp_enqueue_burst(cpl, objs + sent, n - sent, NULL);
 	}
 	return NULL;
 }
