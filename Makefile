@@ -62,10 +62,12 @@ KERNEL_SRCS := kernels/krn_msgpack.c kernels/krn_request.c kernels/krn_serve.c k
 	kernels/krn_ranker.c kernels/krn_cpu_math.c
 GPU_SRCS := gpu/gpu_device.c
 DP_SRCS := dataplane/dp_parse.c dataplane/dp_port.c dataplane/dp_lcore.c
+PLANE_SRCS := mgmt/mgmt_registry.c mgmt/mgmt_server.c mgmt/mgmt_http.c mgmt/mgmt_ctl.c
 
 KERNEL_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(KERNEL_SRCS))
 GPU_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(GPU_SRCS)) $(CUDA_OBJS)
 DP_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(DP_SRCS))
+PLANE_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(PLANE_SRCS))
 
 BINS := $(BUILD)/zerohopd $(BUILD)/zerohop-client
 UNIT_TESTS := $(BUILD)/tests/test_ring $(BUILD)/tests/test_request $(BUILD)/tests/test_parse \
@@ -128,8 +130,8 @@ $(CUDA_BUILD)/%.o: %.cu
 	@$(if $(Q),echo "  NVCC    $@")
 	$(Q)$(NVCC) $(NVCC_FLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/zerohopd: $(BUILD)/dataplane/zerohopd.o $(DP_OBJS) $(GPU_OBJS) $(KERNEL_OBJS)
-	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) $(CUDA_LIBS) $(LDLIBS)
+$(BUILD)/zerohopd: $(BUILD)/dataplane/zerohopd.o $(DP_OBJS) $(PLANE_OBJS) $(GPU_OBJS) $(KERNEL_OBJS)
+	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) $(URING_LIBS) $(MSGPACK_LIBS) $(CUDA_LIBS) $(LDLIBS)
 
 $(BUILD)/zerohop-client: $(BUILD)/tools/zerohop_client.o $(KERNEL_OBJS)
 	$(CC) $(LDFLAGS) $^ -o $@ $(MSGPACK_LIBS) $(LDLIBS)
@@ -327,3 +329,91 @@ fuzz-safetensors: $(FUZZ_BUILD)/fuzz_safetensors
 	$(FUZZ_BUILD)/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=$(MODEL_FUZZ_MAX_LEN) \
 		-timeout=10 -dict=$(MODEL_FUZZ_DICT) -artifact_prefix=$(FUZZ_BUILD)/artifacts/fuzz_safetensors- \
 		$(FUZZ_BUILD)/corpus/safetensors $(MODEL_FUZZ_SEEDS)
+
+# --- dataplane hardening (dataplane/dp_parse.c, dataplane/dp_acl.c) ---
+# dp_acl.o holds the --allow list (dataplane/dp_acl.h) that the rx lcore checks before the ring.
+# test_acl parses prefixes and matches addresses against them; it needs no EAL.
+DP_ACL_OBJ := $(BUILD)/dataplane/dp_acl.o
+UNIT_TESTS += $(BUILD)/tests/test_acl
+# `all` took UNIT_TESTS as it stood when its rule was read; name the test again so that it is built.
+all: $(BUILD)/tests/test_acl
+
+# Prerequisite only: zerohopd's recipe links $^.
+$(BUILD)/zerohopd: $(DP_ACL_OBJ)
+
+$(BUILD)/tests/test_acl: $(BUILD)/tests/unit/test_acl.o $(DP_ACL_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# --- zerohopctl (tools/zerohopctl.c) ---
+# The operator's command line for a running zerohopd over its control socket (docs/MGMT.md); packs and
+# unpacks with msgpack-c after the bounded reader (krn_msgpack.o) has checked each reply.
+# tests/integration/test_mgmt.py and test_hotswap.py run it against the appliance.
+BINS += $(BUILD)/zerohopctl
+# `all` took BINS as it stood when its rule was read; name the binary again so that it is built.
+all: $(BUILD)/zerohopctl
+
+$(BUILD)/zerohopctl: $(BUILD)/tools/zerohopctl.o $(BUILD)/kernels/krn_msgpack.o
+	$(CC) $(LDFLAGS) $^ -o $@ $(MSGPACK_LIBS) $(LDLIBS)
+
+# --- load generator (tools/zerohop_bench.c, tools/zh_udp_server.c) ---
+# zerohop-bench: closed, open and poisson load over kernel UDP sockets (sendmmsg/recvmmsg, one pinned
+# thread per core asked), latency from the intended send time into a log-linear histogram
+# (tools/zh_hist.c), printed, as JSON, as HdrHistogram .hgrm text and as a gnuplot PNG.
+# zerohop-udp-echo: the same protocol answered by a plain kernel UDP socket through krn_serve_request,
+# the baseline of `make bench-latency` (tests/bench/bench_latency.sh, BENCH_LATENCY_ARGS passed on).
+LOADGEN_BINS := $(BUILD)/zerohop-bench $(BUILD)/zerohop-udp-echo
+BINS += $(LOADGEN_BINS)
+# `all` took BINS as it stood when its rule was read; name these again so that it builds them.
+all: $(LOADGEN_BINS)
+
+$(BUILD)/tools/zerohop_bench.o: CFLAGS += -Itools
+
+$(BUILD)/zerohop-bench: $(BUILD)/tools/zerohop_bench.o $(BUILD)/tools/zh_hist.o $(BUILD)/kernels/krn_msgpack.o
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/zerohop-udp-echo: $(BUILD)/tools/zh_udp_server.o $(KERNEL_OBJS)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+.PHONY: bench-latency
+bench: bench-latency
+bench-latency: $(BUILD)/zerohopd $(LOADGEN_BINS)
+	tests/bench/bench_latency.sh $(BUILD) $(BENCH_LATENCY_ARGS)
+
+# --- config file (mgmt/mgmt_config.c) ---
+# mgmt_config.o reads the INI file of `zerohopd --config` with Debian's libinih (docs/MGMT.md,
+# "Configuration file"); docs/config-example.ini shows every key. test_config writes its files into a
+# temporary directory and also loads the example.
+INIH_CFLAGS := $(shell $(PKG_CONFIG) --cflags inih 2>/dev/null)
+INIH_LIBS := $(shell $(PKG_CONFIG) --libs inih 2>/dev/null)
+UNIT_TESTS += $(BUILD)/tests/test_config
+# `all` took UNIT_TESTS as it stood when its rule was read; name the test again so that it is built.
+all: $(BUILD)/tests/test_config
+
+$(BUILD)/mgmt/mgmt_config.o: CFLAGS += $(INIH_CFLAGS)
+
+# Prerequisite only: zerohopd's recipe links $^.
+$(BUILD)/zerohopd: $(BUILD)/mgmt/mgmt_config.o
+$(BUILD)/zerohopd: LDLIBS += $(INIH_LIBS)
+
+$(BUILD)/tests/test_config: $(BUILD)/tests/unit/test_config.o $(BUILD)/mgmt/mgmt_config.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(INIH_LIBS) $(LDLIBS)
+
+# --- platform doctor (platform/doctor.c) ---
+# zerohop-doctor checks this machine for what the NIC-to-GPU path needs (docs/DOCTOR.md); it reads
+# sysfs and procfs only. test_doctor is a shell script (an embedded Python driver): make copies it next
+# to the other unit tests so that tests/run-unit.sh runs it against the doctor of the build it sits in.
+DOCTOR := $(BUILD)/zerohop-doctor
+BINS += $(DOCTOR)
+UNIT_TESTS += $(BUILD)/tests/test_doctor
+# `all` took BINS and UNIT_TESTS as they stood when its rule was read; name these again.
+all: $(DOCTOR) $(BUILD)/tests/test_doctor
+
+$(DOCTOR): $(BUILD)/platform/doctor.o
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/test_doctor: tests/unit/test_doctor.sh | $(DOCTOR)
+	@mkdir -p $(dir $@)
+	cp $< $@
+	chmod +x $@

@@ -44,10 +44,18 @@ int dp_lcore_init(struct dp_lcore *lc, struct gpu_device *dev)
 	lc->pending_count = 0;
 	lc->pending_tickets = rte_zmalloc("zh_pending", ring->slot_count * sizeof(uint64_t), 0);
 	lc->slot_mbufs = rte_zmalloc("zh_slot_mbufs", ring->slot_count * sizeof(struct rte_mbuf *), 0);
-	lc->inline_models = NULL;
 	lc->inline_scratch = NULL;
+	lc->device_clock_is_tsc = gpu_device_kind(dev) == GPU_KIND_CPU;
+	lc->ns_per_tsc_q32 = (uint64_t)(((unsigned __int128)1000000000ull << 32) / rte_get_tsc_hz());
+	memset(&lc->answers, 0, sizeof(lc->answers));
 	if (gpu_device_is_inline(dev)) {
-		lc->inline_models = gpu_device_models(dev);
+		int idx = gpu_device_add_consumer(dev);
+
+		if (idx < 0) {
+			dp_lcore_free(lc);
+			return idx;
+		}
+		lc->inline_consumer_idx = idx;
 		lc->inline_scratch = rte_zmalloc("zh_inline_scratch", sizeof(struct krn_scratch), RTE_CACHE_LINE_SIZE);
 		if (!lc->inline_scratch) {
 			dp_lcore_free(lc);
@@ -138,6 +146,8 @@ static int answer_now(struct dp_lcore *lc, struct rte_mbuf *m, const struct dp_f
 	m->data_len = (uint16_t)frame_size;
 	m->pkt_len = frame_size;
 	local->status[status]++;
+	uint64_t *cell = &lc->answers.by_model[ZH_MODEL_IDS_MAX][status];
+	__atomic_store_n(cell, *cell + 1, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -152,6 +162,10 @@ static int publish_request(struct dp_lcore *lc, struct rte_mbuf *m, const struct
 	if (unlikely(info->payload_size > ZH_REQ_MAX_BYTES)) {
 		local->counters[DP_COUNTER_too_large]++;
 		return answer_now(lc, m, info, ZH_STATUS_TOO_LARGE, "request larger than 1472 bytes", local);
+	}
+	if (unlikely(lc->draining)) {
+		local->counters[DP_COUNTER_draining]++;
+		return answer_now(lc, m, info, ZH_STATUS_DRAINING, "draining", local);
 	}
 	/* A stalled device would never answer: say so at once rather than queue behind it. */
 	if (unlikely(!lc->device_healthy)) {
@@ -179,13 +193,32 @@ static int publish_request(struct dp_lcore *lc, struct rte_mbuf *m, const struct
 	slot->req_size_bytes = info->payload_size;
 	slot->ans_size_bytes = 0;
 	slot->ans_status = ZH_STATUS_INTERNAL;
-	slot->flags = 0;
+	slot->model_id = ZH_MODEL_ID_NONE;
 	slot->producer_idx = lc->producer_idx;
 	slot->rx_tsc = rx_tsc;
 	slot->publish_tsc = rte_rdtsc();
 	zh_ring_publish(&lc->ring, slot, ticket);
 	local->counters[DP_COUNTER_requests]++;
 	return 1;
+}
+
+/* The port's checksum verdicts in dp_parse's terms (dp_parse.h). NONE (the checksum in the frame is
+ * wrong but the data was verified intact) counts as good; UNKNOWN leaves it to software. */
+static uint32_t rx_cksum_flags(uint64_t ol_flags)
+{
+	uint64_t ip = ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK;
+	uint64_t l4 = ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK;
+	uint32_t flags = DP_RX_CKSUM_UNKNOWN;
+
+	if (ip == RTE_MBUF_F_RX_IP_CKSUM_GOOD || ip == RTE_MBUF_F_RX_IP_CKSUM_NONE)
+		flags |= DP_RX_IP_CKSUM_GOOD;
+	else if (ip == RTE_MBUF_F_RX_IP_CKSUM_BAD)
+		flags |= DP_RX_IP_CKSUM_BAD;
+	if (l4 == RTE_MBUF_F_RX_L4_CKSUM_GOOD || l4 == RTE_MBUF_F_RX_L4_CKSUM_NONE)
+		flags |= DP_RX_L4_CKSUM_GOOD;
+	else if (l4 == RTE_MBUF_F_RX_L4_CKSUM_BAD)
+		flags |= DP_RX_L4_CKSUM_BAD;
+	return flags;
 }
 
 /* Classify one frame and act on it. Returns 1 if `m` was added to tx, 0 if the ring owns it or it
@@ -204,7 +237,12 @@ static int handle_frame(struct dp_lcore *lc, struct rte_mbuf *m, uint64_t rx_tsc
 		rte_pktmbuf_free(m);
 		return 0;
 	}
-	verdict = dp_classify(&lc->self, frame, rte_pktmbuf_data_len(m), &info);
+	verdict = dp_classify(&lc->self, frame, rte_pktmbuf_data_len(m), rx_cksum_flags(m->ol_flags), &info);
+	/* A source off the allow-list gets no answer of any kind, ARP and ICMP included. */
+	if (verdict != DP_VERDICT_DROP && !dp_acl_allows(&lc->acl, info.src_ip)) {
+		verdict = DP_VERDICT_DROP;
+		info.drop = DP_DROP_ACL;
+	}
 	switch (verdict) {
 	case DP_VERDICT_REQUEST:
 		rc = publish_request(lc, m, &info, rx_tsc, local);
@@ -217,7 +255,7 @@ static int handle_frame(struct dp_lcore *lc, struct rte_mbuf *m, uint64_t rx_tsc
 		tx[(*tx_count)++] = m;
 		return 1;
 	case DP_VERDICT_ARP_REQUEST:
-		size = dp_make_arp_reply(&lc->self, frame, rte_pktmbuf_data_len(m));
+		size = dp_make_arp_reply(&lc->self, frame, &info);
 		local->counters[DP_COUNTER_arp_replies]++;
 		break;
 	case DP_VERDICT_ICMP_ECHO:
@@ -236,11 +274,42 @@ static int handle_frame(struct dp_lcore *lc, struct rte_mbuf *m, uint64_t rx_tsc
 }
 
 /* Turn DONE slots into answer frames, oldest first, stopping at the first one not yet DONE. */
+static uint64_t tsc_to_ns(const struct dp_lcore *lc, uint64_t ticks)
+{
+	return (uint64_t)(((unsigned __int128)ticks * lc->ns_per_tsc_q32) >> 32);
+}
+
+/* A stage's length in ns. Stamps taken on two cores may disagree by a few ns (the TSC offset between
+ * cores): a negative difference is a zero-length stage, not a skipped one. */
+static uint64_t stage_ns(const struct dp_lcore *lc, uint64_t from, uint64_t to)
+{
+	return to > from ? tsc_to_ns(lc, to - from) : 0;
+}
+
+/* One answer's stage times and its (model, status) count. Stamps from another clock than the TSC
+ * (a GPU's) are left to the probe, which maps the clocks; only the host stages are recorded then. */
+static void record_answer(struct dp_lcore *lc, const struct zh_slot *slot, uint16_t status, uint64_t tx_tsc)
+{
+	struct dp_answer_stats *a = &lc->answers;
+	uint32_t model = slot->model_id < ZH_MODEL_IDS_MAX ? slot->model_id : ZH_MODEL_IDS_MAX;
+	uint64_t *cell = &a->by_model[model][status < ZH_STATUS_COUNT ? status : ZH_STATUS_INTERNAL];
+
+	__atomic_store_n(cell, *cell + 1, __ATOMIC_RELAXED);
+	dp_hist_record(&a->stages[DP_STAGE_RX_TO_RING], stage_ns(lc, slot->rx_tsc, slot->publish_tsc));
+	dp_hist_record(&a->stages[DP_STAGE_END_TO_END], stage_ns(lc, slot->rx_tsc, tx_tsc));
+	if (lc->device_clock_is_tsc) {
+		dp_hist_record(&a->stages[DP_STAGE_RING_TO_CLAIM], stage_ns(lc, slot->publish_tsc, slot->claim_dclk));
+		dp_hist_record(&a->stages[DP_STAGE_DEVICE_COMPUTE], stage_ns(lc, slot->claim_dclk, slot->done_dclk));
+		dp_hist_record(&a->stages[DP_STAGE_DEVICE_TO_TX], stage_ns(lc, slot->done_dclk, tx_tsc));
+	}
+}
+
 static uint32_t reap_done(struct dp_lcore *lc, struct rte_mbuf **tx, uint32_t *tx_count,
 			  struct dp_stats *local)
 {
 	const struct zh_ring *ring = &lc->ring;
 	uint32_t reaped = 0;
+	uint64_t tx_tsc = lc->pending_count ? rte_rdtsc() : 0;
 
 	while (lc->pending_count > 0 && reaped < REAP_MAX) {
 		uint64_t ticket = lc->pending_tickets[lc->pending_head];
@@ -257,6 +326,7 @@ static uint32_t reap_done(struct dp_lcore *lc, struct rte_mbuf **tx, uint32_t *t
 		uint16_t status = slot->ans_status;
 		uint32_t frame_size = 0;
 
+		record_answer(lc, slot, status, tx_tsc);
 		/* A size outside the answer buffer is a device bug; never send beyond the buffer. */
 		if (likely(ans_size > 0 && ans_size <= ring->ans_stride_bytes))
 			frame_size = dp_make_udp_answer(&lc->self, rte_pktmbuf_mtod(m, uint8_t *),
@@ -335,7 +405,8 @@ static uint32_t poll_once(struct dp_lcore *lc)
 		uint32_t served = 0;
 
 		while (served < lc->ring.slot_count &&
-		       krn_loop_step(&lc->ring, lc->inline_models, lc->inline_scratch))
+		       krn_loop_step(&lc->ring, gpu_device_enter(lc->dev, (uint32_t)lc->inline_consumer_idx),
+				     lc->inline_scratch))
 			served++;
 		local.counters[DP_COUNTER_served_inline] += served;
 	}

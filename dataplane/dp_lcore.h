@@ -13,6 +13,8 @@
 #include <rte_common.h>
 #include <rte_mbuf.h>
 
+#include "dp_hist.h"
+#include "dp_acl.h"
 #include "dp_parse.h"
 #include "gpu_device.h"
 
@@ -30,7 +32,8 @@
 	X(answers_unsent, "answers that could not be built into a frame")          \
 	X(served_inline, "requests this lcore served itself (inline mode)")       \
 	X(device_stalled, "requests answered internal because the device stalled") \
-	X(device_unmapped, "requests answered internal: payload not visible to the device")
+	X(device_unmapped, "requests answered internal: payload not visible to the device") \
+	X(draining, "requests answered draining")
 
 enum dp_counter {
 #define DP_X(name, text) DP_COUNTER_##name,
@@ -45,6 +48,28 @@ struct dp_stats {
 	uint64_t status[ZH_STATUS_COUNT]; /* answers sent, by status */
 } __rte_cache_aligned;
 
+/* Stages of a request's time, as exported (docs/MGMT.md). */
+#define DP_STAGE_LIST(X)                 \
+	X(RX_TO_RING, "rx_to_ring")      \
+	X(RING_TO_CLAIM, "ring_to_claim") \
+	X(DEVICE_COMPUTE, "device_compute") \
+	X(DEVICE_TO_TX, "device_to_tx")  \
+	X(END_TO_END, "end_to_end")
+
+enum dp_stage {
+#define DP_X(name, text) DP_STAGE_##name,
+	DP_STAGE_LIST(DP_X)
+#undef DP_X
+	DP_STAGE_COUNT
+};
+
+/* Per-answer statistics: latency by stage, answers by model and status. One lcore writes its own;
+ * the control core reads them relaxed. Row ZH_MODEL_IDS_MAX counts answers no model gave. */
+struct dp_answer_stats {
+	struct dp_hist stages[DP_STAGE_COUNT];
+	uint64_t by_model[ZH_MODEL_IDS_MAX + 1][ZH_STATUS_COUNT];
+} __rte_cache_aligned;
+
 enum dp_idle {
 	DP_IDLE_POLL = 0, /* busy polling, the production default */
 	DP_IDLE_BACKOFF,  /* short sleeps when idle, for shared dev machines and tests */
@@ -57,6 +82,7 @@ struct dp_lcore {
 	uint32_t producer_idx;
 	enum dp_idle idle;
 	struct dp_self self;
+	struct dp_acl acl;                /* sources this lcore answers (empty: all) */
 	struct zh_ring ring;              /* host view of the device ring */
 	struct gpu_device *dev;
 	/* Tickets this lcore published, in order; slot index -> mbuf of the request. */
@@ -64,12 +90,16 @@ struct dp_lcore {
 	uint32_t pending_head;            /* oldest, index into pending_tickets (mod slot_count) */
 	uint32_t pending_count;
 	struct rte_mbuf **slot_mbufs;     /* [ring.slot_count] */
-	/* Inline mode: the device loop's models and this lcore's scratch; NULL otherwise. */
-	const struct krn_models *inline_models;
+	/* Inline mode: this lcore's scratch for the device loop; NULL otherwise. */
 	struct krn_scratch *inline_scratch;
 	int device_healthy;               /* the watchdog's verdict, read once per burst */
+	int device_clock_is_tsc;          /* 1 when claim/done stamps are TSC (the cpu device) */
+	int inline_consumer_idx;          /* inline mode: the device's quiescent-state slot */
+	uint64_t ns_per_tsc_q32;          /* TSC ticks to ns, fixed point 32.32 */
 	struct dp_stats stats;            /* written by this lcore; read by the main lcore */
+	struct dp_answer_stats answers;   /* written by this lcore; read by the main lcore */
 	volatile int stop;                /* set by the main lcore */
+	volatile int draining;            /* set by the main lcore: answer new requests `draining` */
 } __rte_cache_aligned;
 
 /* Allocate the lcore's pending FIFO for the device's ring. Returns 0 or -errno. */

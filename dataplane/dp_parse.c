@@ -17,6 +17,8 @@
 #define UDP_HDR_SIZE 8u
 #define ICMP_HDR_SIZE 8u
 #define REPLY_TTL 64
+/* A correct one's-complement sum, its checksum field included, is all ones (RFC 1071). */
+#define CKSUM_ALL_ONES 0xffffu
 
 const char *dp_drop_key(enum dp_drop drop)
 {
@@ -46,6 +48,7 @@ static enum dp_verdict classify_arp(const struct dp_self *self, const uint8_t *f
 	    arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST) ||
 	    arp->arp_data.arp_tip != self->ip)
 		return drop(info, DP_DROP_ARP_OTHER);
+	info->src_ip = arp->arp_data.arp_sip;
 	return DP_VERDICT_ARP_REQUEST;
 }
 
@@ -56,15 +59,41 @@ static enum dp_verdict classify_icmp(const uint8_t *frame, const struct rte_ipv4
 	const struct rte_icmp_hdr *icmp = (const struct rte_icmp_hdr *)(frame + info->l4_offset);
 
 	if (icmp_size < ICMP_HDR_SIZE || icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST ||
-	    icmp->icmp_code != 0 || rte_raw_cksum(icmp, icmp_size) != 0xffff)
+	    icmp->icmp_code != 0 || rte_raw_cksum(icmp, icmp_size) != CKSUM_ALL_ONES)
 		return drop(info, DP_DROP_ICMP_OTHER);
 	info->payload_offset = info->l4_offset;
 	info->payload_size = (uint16_t)icmp_size;
 	return DP_VERDICT_ICMP_ECHO;
 }
 
+/*
+ * Whether a datagram's UDP checksum holds. 0 is "no checksum" (RFC 768, allowed over IPv4), taken
+ * before the port's verdict since some ports report it bad. Otherwise the port's verdict when it gave
+ * one, else our own sum; that one reads the payload, which a port with the L4 offload spares us.
+ */
+static int udp_checksum_ok(const struct rte_ipv4_hdr *ip, const struct rte_udp_hdr *udp, uint32_t udp_len,
+			   uint32_t rx_flags)
+{
+	uint32_t sum;
+
+	if (udp->dgram_cksum == 0 || (rx_flags & DP_RX_L4_CKSUM_GOOD))
+		return 1;
+	if (rx_flags & DP_RX_L4_CKSUM_BAD)
+		return 0;
+	/* The pseudo-header (both addresses, the protocol, the UDP length), then the datagram as far as
+	 * the UDP length goes. Words are summed as they lie in memory, the constants converted to match;
+	 * the partial sums of the even-sized pieces add up to the sum of the whole. */
+	sum = rte_raw_cksum(&ip->src_addr, 2 * sizeof(rte_be32_t));
+	sum += rte_cpu_to_be_16(IPPROTO_UDP);
+	sum += udp->dgram_len;
+	sum += rte_raw_cksum(udp, udp_len);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum == CKSUM_ALL_ONES;
+}
+
 static enum dp_verdict classify_udp(const struct dp_self *self, const uint8_t *frame,
-				    const struct rte_ipv4_hdr *ip, struct dp_frame_info *info)
+				    const struct rte_ipv4_hdr *ip, uint32_t rx_flags, struct dp_frame_info *info)
 {
 	uint32_t l4_size = rte_be_to_cpu_16(ip->total_length) - (info->l4_offset - info->l3_offset);
 	const struct rte_udp_hdr *udp = (const struct rte_udp_hdr *)(frame + info->l4_offset);
@@ -72,18 +101,22 @@ static enum dp_verdict classify_udp(const struct dp_self *self, const uint8_t *f
 
 	if (l4_size < UDP_HDR_SIZE)
 		return drop(info, DP_DROP_UDP_BAD_LENGTH);
+	/* Under its own header (0 included) or past the IPv4 payload: bad. Short of the IPv4 payload:
+	 * the datagram is what UDP says and the rest is ignored (dp_parse.h). */
 	udp_len = rte_be_to_cpu_16(udp->dgram_len);
 	if (udp_len < UDP_HDR_SIZE || udp_len > l4_size)
 		return drop(info, DP_DROP_UDP_BAD_LENGTH);
 	if (udp->dst_port != self->udp_port)
 		return drop(info, DP_DROP_UDP_OTHER_PORT);
+	if (!udp_checksum_ok(ip, udp, udp_len, rx_flags))
+		return drop(info, DP_DROP_UDP_BAD_CHECKSUM);
 	info->payload_offset = (uint16_t)(info->l4_offset + UDP_HDR_SIZE);
 	info->payload_size = (uint16_t)(udp_len - UDP_HDR_SIZE);
 	return DP_VERDICT_REQUEST;
 }
 
 static enum dp_verdict classify_ipv4(const struct dp_self *self, const uint8_t *frame, uint32_t frame_size,
-				     struct dp_frame_info *info)
+				     uint32_t rx_flags, struct dp_frame_info *info)
 {
 	const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)(frame + info->l3_offset);
 	uint32_t ip_hdr_size, total_len;
@@ -96,8 +129,11 @@ static enum dp_verdict classify_ipv4(const struct dp_self *self, const uint8_t *
 	if ((ip->version_ihl >> 4) != 4 || ip_hdr_size < IPV4_HDR_MIN_SIZE || total_len < ip_hdr_size ||
 	    info->l3_offset + total_len > frame_size)
 		return drop(info, DP_DROP_IP_BAD_HEADER);
-	if (rte_raw_cksum(ip, ip_hdr_size) != 0xffff)
+	/* The port's verdict when it gave one; the header is checked above either way. */
+	if ((rx_flags & DP_RX_IP_CKSUM_BAD) ||
+	    (!(rx_flags & DP_RX_IP_CKSUM_GOOD) && rte_raw_cksum(ip, ip_hdr_size) != CKSUM_ALL_ONES))
 		return drop(info, DP_DROP_IP_BAD_CHECKSUM);
+	info->src_ip = ip->src_addr;
 	if (ip->dst_addr != self->ip)
 		return drop(info, DP_DROP_IP_NOT_FOR_US);
 	/* More-fragments set or a non-zero offset: part of a larger datagram. */
@@ -105,16 +141,24 @@ static enum dp_verdict classify_ipv4(const struct dp_self *self, const uint8_t *
 		return drop(info, DP_DROP_IP_FRAGMENT);
 	info->l4_offset = (uint16_t)(info->l3_offset + ip_hdr_size);
 	if (ip->next_proto_id == IPPROTO_UDP)
-		return classify_udp(self, frame, ip, info);
+		return classify_udp(self, frame, ip, rx_flags, info);
 	if (ip->next_proto_id == IPPROTO_ICMP)
 		return classify_icmp(frame, ip, info);
 	return drop(info, DP_DROP_IP_OTHER_PROTO);
 }
 
+/* A tag protocol identifier: 802.1Q, 802.1ad, and the pre-standard QinQ one. */
+static int is_vlan_tpid(rte_be16_t type)
+{
+	return type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN) || type == rte_cpu_to_be_16(RTE_ETHER_TYPE_QINQ) ||
+	       type == rte_cpu_to_be_16(RTE_ETHER_TYPE_QINQ1);
+}
+
 enum dp_verdict dp_classify(const struct dp_self *self, const uint8_t *frame, uint32_t frame_size,
-			    struct dp_frame_info *info)
+			    uint32_t rx_flags, struct dp_frame_info *info)
 {
 	const struct rte_ether_hdr *eth = (const struct rte_ether_hdr *)frame;
+	rte_be16_t ether_type;
 
 	memset(info, 0, sizeof(*info));
 	if (frame_size < sizeof(*eth))
@@ -123,20 +167,34 @@ enum dp_verdict dp_classify(const struct dp_self *self, const uint8_t *frame, ui
 	if (!rte_is_unicast_ether_addr(&eth->src_addr))
 		return drop(info, DP_DROP_BAD_SOURCE);
 	info->l3_offset = sizeof(*eth);
-	if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
+	ether_type = eth->ether_type;
+	/* One 802.1Q tag: the protocol is the one inside it, and the answers keep the tag in place. A
+	 * service (802.1ad) tag outside, or a second tag inside, is a provider's stacking: not ours. */
+	if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_VLAN)) {
+		const struct rte_vlan_hdr *vlan = (const struct rte_vlan_hdr *)(eth + 1);
+
+		if (frame_size < sizeof(*eth) + sizeof(*vlan))
+			return drop(info, DP_DROP_RUNT);
+		info->l3_offset += sizeof(*vlan);
+		ether_type = vlan->eth_proto;
+	}
+	if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
 		return classify_arp(self, frame, frame_size, info);
-	if (eth->ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
-		return classify_ipv4(self, frame, frame_size, info);
+	if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+		return classify_ipv4(self, frame, frame_size, rx_flags, info);
+	if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6))
+		return drop(info, DP_DROP_IPV6);
+	if (is_vlan_tpid(ether_type))
+		return drop(info, DP_DROP_VLAN_NESTED);
 	return drop(info, DP_DROP_NOT_IPV4);
 }
 
-uint32_t dp_make_arp_reply(const struct dp_self *self, uint8_t *frame, uint32_t frame_size)
+uint32_t dp_make_arp_reply(const struct dp_self *self, uint8_t *frame, const struct dp_frame_info *info)
 {
 	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)frame;
-	struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(eth + 1);
+	struct rte_arp_hdr *arp = (struct rte_arp_hdr *)(frame + info->l3_offset);
 	struct rte_arp_ipv4 *a = &arp->arp_data;
 
-	(void)frame_size;
 	rte_ether_addr_copy(&eth->src_addr, &eth->dst_addr);
 	rte_ether_addr_copy(&self->mac, &eth->src_addr);
 	arp->arp_opcode = rte_cpu_to_be_16(RTE_ARP_OP_REPLY);
@@ -145,7 +203,7 @@ uint32_t dp_make_arp_reply(const struct dp_self *self, uint8_t *frame, uint32_t 
 	rte_ether_addr_copy(&self->mac, &a->arp_sha);
 	a->arp_sip = self->ip;
 	/* Ethernet pads short frames on the wire; the ARP payload itself is what matters. */
-	return (uint32_t)(sizeof(*eth) + sizeof(*arp));
+	return info->l3_offset + (uint32_t)sizeof(*arp);
 }
 
 uint32_t dp_make_icmp_reply(const struct dp_self *self, uint8_t *frame, const struct dp_frame_info *info)

@@ -28,12 +28,16 @@
 #include "gpu_cuda.h"
 #include "gpu_device.h"
 #include "krn_math.h"
+#include "mgmt.h"
 #include "mgmt_model.h"
+#include "mgmt_registry.h"
 
 #define DEFAULT_IP "198.18.0.1"
 #define DEFAULT_UDP_PORT 9000u
 #define DEFAULT_RING_SLOTS 1024u
-#define CONTROL_TICK_US 20000u
+#define DEFAULT_RUN_STATE_MIB 16u
+#define DEFAULT_STOP_DEADLINE_MS 2000u
+#define STOP_POLL_US 1000u
 
 struct model_arg {
 	const char *name;  /* points into argv */
@@ -51,6 +55,12 @@ struct options {
 	uint32_t stats_interval_ms;
 	struct gpu_config gpu;
 	uint32_t worker_core_count; /* cores given with --worker-cores, 0 if none */
+	struct dp_acl acl;          /* --allow prefixes; empty: every source */
+	const char *ctl_socket;
+	uint32_t http_port;
+	uint32_t max_connections;
+	uint32_t stop_deadline_ms;
+	uint32_t run_state_mib;
 };
 
 static volatile sig_atomic_t quit_signal;
@@ -84,6 +94,12 @@ static void usage(FILE *out)
 		"  --stats-interval-ms N  print counters every N ms (default 0: only on SIGUSR1 and at exit)\n"
 		"  --cuda-blocks N      blocks of the persistent CUDA kernel (default 4)\n"
 		"  --stall-ms N         heartbeat age after which the device counts as stalled (default 1000)\n"
+		"  --ctl-socket PATH    control socket for zerohopctl (default " MGMT_CTL_SOCKET_DEFAULT ", \"\" disables)\n"
+		"  --http-port N        loopback HTTP port for /metrics, /healthz, /readyz (default 9100, 0 disables)\n"
+		"  --max-connections N  management connections at once (default 64)\n"
+		"  --stop-deadline-ms N how long SIGTERM waits for requests in flight (default 2000)\n"
+		"  --run-state-mib N    run state (KV cache) per consumer, MiB, for models loaded later (default 16)\n"
+		"  --allow ADDR/LEN     answer only sources in this IPv4 prefix (repeat for up to 64; default: all)\n"
 		"  --help\n",
 		DEFAULT_UDP_PORT, DEFAULT_RING_SLOTS);
 }
@@ -124,7 +140,8 @@ static int parse_cores(const char *text, struct options *opt)
 static int parse_options(int argc, char **argv, struct options *opt)
 {
 	enum { O_IP = 256, O_UDP_PORT, O_PORT, O_DEVICE, O_WORKERS, O_WORKER_CORES, O_RING_SLOTS, O_IDLE,
-	       O_MODEL, O_STATS, O_CUDA_BLOCKS, O_STALL_MS, O_HELP };
+	       O_MODEL, O_STATS, O_CUDA_BLOCKS, O_STALL_MS, O_CTL_SOCKET, O_HTTP_PORT, O_MAX_CONN, O_STOP_DEADLINE,
+	       O_RUN_STATE, O_ALLOW, O_HELP };
 	static const struct option longopts[] = {
 		{ "ip", required_argument, NULL, O_IP },
 		{ "udp-port", required_argument, NULL, O_UDP_PORT },
@@ -138,6 +155,12 @@ static int parse_options(int argc, char **argv, struct options *opt)
 		{ "stats-interval-ms", required_argument, NULL, O_STATS },
 		{ "cuda-blocks", required_argument, NULL, O_CUDA_BLOCKS },
 		{ "stall-ms", required_argument, NULL, O_STALL_MS },
+		{ "ctl-socket", required_argument, NULL, O_CTL_SOCKET },
+		{ "http-port", required_argument, NULL, O_HTTP_PORT },
+		{ "max-connections", required_argument, NULL, O_MAX_CONN },
+		{ "stop-deadline-ms", required_argument, NULL, O_STOP_DEADLINE },
+		{ "run-state-mib", required_argument, NULL, O_RUN_STATE },
+		{ "allow", required_argument, NULL, O_ALLOW },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -145,12 +168,18 @@ static int parse_options(int argc, char **argv, struct options *opt)
 	int c;
 
 	memset(opt, 0, sizeof(*opt));
+	dp_acl_init(&opt->acl);
 	inet_pton(AF_INET, DEFAULT_IP, &opt->ip);
 	opt->udp_port = DEFAULT_UDP_PORT;
 	opt->idle = DP_IDLE_POLL;
 	opt->gpu.kind = GPU_KIND_AUTO;
 	opt->gpu.worker_count = 1;
 	opt->gpu.ring_slot_count = DEFAULT_RING_SLOTS;
+	opt->ctl_socket = MGMT_CTL_SOCKET_DEFAULT;
+	opt->http_port = MGMT_HTTP_PORT_DEFAULT;
+	opt->max_connections = MGMT_CONN_MAX;
+	opt->stop_deadline_ms = DEFAULT_STOP_DEADLINE_MS;
+	opt->run_state_mib = DEFAULT_RUN_STATE_MIB;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
@@ -218,6 +247,29 @@ static int parse_options(int argc, char **argv, struct options *opt)
 			if (parse_u32(optarg, 10, 600000, &opt->gpu.stall_ms))
 				goto bad;
 			break;
+		case O_CTL_SOCKET:
+			opt->ctl_socket = optarg;
+			break;
+		case O_HTTP_PORT:
+			if (parse_u32(optarg, 0, 65535, &opt->http_port))
+				goto bad;
+			break;
+		case O_MAX_CONN:
+			if (parse_u32(optarg, 1, MGMT_CONN_MAX, &opt->max_connections))
+				goto bad;
+			break;
+		case O_STOP_DEADLINE:
+			if (parse_u32(optarg, 0, 600000, &opt->stop_deadline_ms))
+				goto bad;
+			break;
+		case O_RUN_STATE:
+			if (parse_u32(optarg, 1, 65536, &opt->run_state_mib))
+				goto bad;
+			break;
+		case O_ALLOW:
+			if (dp_acl_add(&opt->acl, optarg))
+				goto bad;
+			break;
 		case O_HELP:
 			usage(stdout);
 			exit(0);
@@ -264,39 +316,42 @@ static void default_worker_cores(struct options *opt)
 		opt->gpu.worker_cores[i] = (int)rte_lcore_to_cpu_id((int)rte_get_main_lcore());
 }
 
-/* Load every --model into the device configuration: repositories through the loader, `echo` built in.
- * The loaded models stay owned by `loaded` until exit. */
-static int load_models(struct options *opt, struct mgmt_model *loaded)
+/* Load every --model into the registry (repositories through the loader, `echo` built in), then
+ * build the device's first table from it. The registry owns the models from here on. */
+static int load_models(struct options *opt, struct mgmt_registry *reg, struct mgmt_registry *next)
 {
 	struct gpu_config *gpu = &opt->gpu;
 	char why[MGMT_WHY_SIZE];
+	uint64_t need;
 
-	gpu->models.count = opt->model_count;
-	gpu->models.default_idx = 0;
-	gpu->model_state_floats = 0;
 	for (uint32_t i = 0; i < opt->model_count; i++) {
 		const struct model_arg *ma = &opt->model_args[i];
-		struct krn_model *km = &gpu->models.models[i];
+		struct mgmt_model model;
 		char name[ZH_MODEL_NAME_MAX + 1];
+		int rc;
 
+		memset(&model, 0, sizeof(model));
 		snprintf(name, sizeof(name), "%.*s", (int)ma->name_len, ma->name);
-		if (!ma->dir) {
-			memset(km, 0, sizeof(*km));
-			snprintf(km->name, sizeof(km->name), "%s", name);
-			km->arch = KRN_ARCH_ECHO;
-			continue;
+		if (ma->dir) {
+			rc = mgmt_model_load(name, ma->dir, &model, why);
+			if (rc) {
+				fprintf(stderr, "zerohopd: model %s: %s\n", name, why);
+				return rc;
+			}
 		}
-		int rc = mgmt_model_load(name, ma->dir, &loaded[i], why);
+		rc = mgmt_registry_stage_put(reg, next, name, ma->dir, ma->dir ? &model : NULL, 0, why);
 		if (rc) {
+			mgmt_model_free(&model);
 			fprintf(stderr, "zerohopd: model %s: %s\n", name, why);
 			return rc;
 		}
-		*km = loaded[i].model;
-		gpu->model_arenas[i] = loaded[i].arena;
-		gpu->model_arena_floats[i] = loaded[i].arena_floats;
-		if (loaded[i].state_floats > gpu->model_state_floats)
-			gpu->model_state_floats = loaded[i].state_floats;
+		mgmt_registry_commit(reg, next);
 	}
+	mgmt_registry_table(reg, &gpu->models, &need, gpu->model_arenas, gpu->model_arena_floats);
+	/* Room for the models of now and for larger ones loaded later, up to --run-state-mib. */
+	gpu->model_state_floats = (uint64_t)opt->run_state_mib * 1024 * 1024 / sizeof(float);
+	if (need > gpu->model_state_floats)
+		gpu->model_state_floats = need;
 	return 0;
 }
 
@@ -355,26 +410,6 @@ static int register_pool_memory(struct dp_port *port, struct gpu_device *dev)
 	return pr.rc;
 }
 
-static void print_stats(struct dp_lcore *lcores, uint32_t lcore_count, const struct gpu_device *dev)
-{
-	struct rte_eth_stats port_stats;
-	struct dp_stats sum;
-
-	memset(&sum, 0, sizeof(sum));
-	for (uint32_t i = 0; i < lcore_count; i++)
-		dp_stats_add(&sum, &lcores[i].stats);
-	dp_stats_print_json(stdout, "zerohopd: stats ", &sum);
-	/* What the port itself counted, including frames it dropped before any lcore saw them. */
-	if (rte_eth_stats_get(lcores[0].port_id, &port_stats) == 0)
-		printf("zerohopd: port {\"ipackets\": %" PRIu64 ", \"opackets\": %" PRIu64
-		       ", \"imissed\": %" PRIu64 ", \"ierrors\": %" PRIu64 ", \"oerrors\": %" PRIu64
-		       ", \"rx_nombuf\": %" PRIu64 "}\n",
-		       port_stats.ipackets, port_stats.opackets, port_stats.imissed, port_stats.ierrors,
-		       port_stats.oerrors, port_stats.rx_nombuf);
-	printf("zerohopd: device served %" PRIu64 " requests\n", gpu_device_served_count(dev));
-	fflush(stdout);
-}
-
 static void print_startup(const struct options *opt, const struct dp_port *port, const struct gpu_device *dev)
 {
 	char ip[INET_ADDRSTRLEN];
@@ -401,35 +436,73 @@ static void print_startup(const struct options *opt, const struct dp_port *port,
 	printf("zerohopd: cpu matrix kernel: %s\n", krn_matmul_impl());
 }
 
-static void control_loop(struct dp_lcore *lcores, uint32_t lcore_count, struct gpu_device *dev,
-			 uint32_t stats_interval_ms)
+/* The effective configuration as "section.key" = value, for `zerohopctl config`. */
+static uint32_t effective_config(const struct options *opt, char (*store)[2][160], const char *(*kv)[2])
 {
-	uint64_t since_stats_us = 0;
+	char ip[INET_ADDRSTRLEN];
+	uint32_t n = 0;
 
-	while (!quit_signal) {
-		int changed;
-		uint64_t age_ms;
+	inet_ntop(AF_INET, &opt->ip, ip, sizeof(ip));
+#define KV(k, ...)                                                                 \
+	do {                                                                       \
+		snprintf(store[n][0], sizeof(store[n][0]), "%s", k);               \
+		snprintf(store[n][1], sizeof(store[n][1]), __VA_ARGS__);           \
+		kv[n][0] = store[n][0];                                            \
+		kv[n][1] = store[n][1];                                            \
+		n++;                                                               \
+	} while (0)
+	KV("network.ip", "%s", ip);
+	KV("network.udp_port", "%u", opt->udp_port);
+	KV("network.port_id", "%u", opt->port_id);
+	KV("device.kind", "%s", gpu_device_kind_name(opt->gpu.kind));
+	KV("device.workers", "%u", opt->gpu.worker_count);
+	KV("device.ring_slots", "%u", opt->gpu.ring_slot_count);
+	KV("device.idle", "%s", opt->idle == DP_IDLE_BACKOFF ? "backoff" : "poll");
+	KV("device.stall_ms", "%u", opt->gpu.stall_ms ? opt->gpu.stall_ms : 1000);
+	KV("device.run_state_mib", "%u", opt->run_state_mib);
+	KV("mgmt.ctl_socket", "%s", opt->ctl_socket ? opt->ctl_socket : "");
+	KV("mgmt.http_port", "%u", opt->http_port);
+	KV("mgmt.max_connections", "%u", opt->max_connections);
+	KV("mgmt.stop_deadline_ms", "%u", opt->stop_deadline_ms);
+	KV("mgmt.stats_interval_ms", "%u", opt->stats_interval_ms);
+	for (uint32_t i = 0; i < opt->model_count && n < 32; i++) {
+		char key[48];
 
-		usleep(CONTROL_TICK_US);
-		since_stats_us += CONTROL_TICK_US;
-		age_ms = gpu_device_watchdog(dev, &changed);
-		if (changed && !gpu_device_healthy(dev))
-			printf("zerohopd: device stalled: no heartbeat for %" PRIu64 " ms; new requests are answered internal\n",
-			       age_ms);
-		else if (changed)
-			printf("zerohopd: device recovered: heartbeat resumed\n");
-		if (stats_signal || (stats_interval_ms && since_stats_us >= stats_interval_ms * 1000ull)) {
-			stats_signal = 0;
-			since_stats_us = 0;
-			print_stats(lcores, lcore_count, dev);
-		}
+		snprintf(key, sizeof(key), "models.%.*s", (int)opt->model_args[i].name_len, opt->model_args[i].name);
+		KV(key, "%s", opt->model_args[i].dir ? opt->model_args[i].dir : "echo");
 	}
+#undef KV
+	return n;
+}
+
+/* SIGTERM/SIGINT: drain, give requests in flight until the deadline, then stop. */
+static void drain_then_stop(struct mgmt *m, uint32_t deadline_ms)
+{
+	uint64_t waited_us = 0;
+
+	mgmt_set_draining(m, 1);
+	while (mgmt_in_flight(m) > 0 && waited_us < (uint64_t)deadline_ms * 1000) {
+		usleep(STOP_POLL_US);
+		waited_us += STOP_POLL_US;
+		mgmt_tick(m);
+	}
+	if (mgmt_in_flight(m) > 0)
+		printf("zerohopd: %u requests still in flight at the %u ms deadline\n", mgmt_in_flight(m), deadline_ms);
+}
+
+static void release_table(void *arg, const struct krn_models *table)
+{
+	(void)arg;
+	mgmt_registry_release_table(table);
 }
 
 int main(int argc, char **argv)
 {
 	static struct dp_lcore lcores[RTE_MAX_LCORE];
-	static struct mgmt_model loaded[KRN_MODELS_MAX];
+	static struct mgmt_registry registry, staging;
+	static char config_store[40][2][160];
+	static const char *config_kv[40][2];
+	struct mgmt *mgmt = NULL;
 	uint32_t lcore_count = 0;
 	struct dp_port port = { 0 };
 	struct gpu_device *dev = NULL;
@@ -467,7 +540,8 @@ int main(int argc, char **argv)
 	}
 	lcore_count = 1; /* one queue for now: one rx/tx lcore */
 	default_worker_cores(&opt);
-	rc = load_models(&opt, loaded);
+	mgmt_registry_init(&registry);
+	rc = load_models(&opt, &registry, &staging);
 	if (rc)
 		goto out_models;
 
@@ -498,6 +572,7 @@ int main(int argc, char **argv)
 		lc->self.mac = port.mac;
 		lc->self.ip = opt.ip.s_addr;
 		lc->self.udp_port = rte_cpu_to_be_16(opt.udp_port);
+		lc->acl = opt.acl;
 		rc = dp_lcore_init(lc, dev);
 		if (rc) {
 			fprintf(stderr, "zerohopd: lcore state: %s\n", strerror(-rc));
@@ -514,7 +589,32 @@ int main(int argc, char **argv)
 		fprintf(stderr, "zerohopd: device start: %s\n", why);
 		goto out_lcores;
 	}
+	struct mgmt_params mp = {
+		.ctl_socket = opt.ctl_socket,
+		.http_port = (uint16_t)opt.http_port,
+		.max_connections = opt.max_connections,
+		.stats_interval_ms = opt.stats_interval_ms,
+		.dev = dev,
+		.lcores = lcores,
+		.lcore_count = lcore_count,
+		.port_id = port.port_id,
+		.registry = &registry,
+		.config = (const char *const (*)[2])config_kv,
+		.config_count = effective_config(&opt, config_store, config_kv),
+		.quit = &quit_signal,
+		.stats = &stats_signal,
+	};
+	rc = mgmt_open(&mp, &mgmt, why);
+	if (rc) {
+		fprintf(stderr, "zerohopd: management plane: %s\n", why);
+		gpu_device_stop(dev);
+		goto out_lcores;
+	}
 	print_startup(&opt, &port, dev);
+	if (opt.ctl_socket && opt.ctl_socket[0])
+		printf("zerohopd: control socket %s\n", opt.ctl_socket);
+	if (opt.http_port)
+		printf("zerohopd: HTTP on 127.0.0.1:%u (/metrics, /healthz, /readyz)\n", opt.http_port);
 	{
 		uint32_t i = 0;
 
@@ -526,24 +626,32 @@ int main(int argc, char **argv)
 	}
 	printf("zerohopd: ready\n");
 
-	control_loop(lcores, lcore_count, dev, opt.stats_interval_ms);
-
-	printf("zerohopd: stopping (signal %d)\n", (int)quit_signal);
+	rc = mgmt_run(mgmt);
+	if (rc)
+		fprintf(stderr, "zerohopd: management loop: %s\n", strerror(-rc));
+	printf("zerohopd: stopping (signal %d): draining\n", (int)quit_signal);
+	drain_then_stop(mgmt, opt.stop_deadline_ms);
 	for (uint32_t i = 0; i < lcore_count; i++)
 		lcores[i].stop = 1;
 	rte_eal_mp_wait_lcore();
 	gpu_device_stop(dev);
-	print_stats(lcores, lcore_count, dev);
+	mgmt_print_stats(mgmt);
 	rc = 0;
 out_lcores:
+	mgmt_close(mgmt);
 	for (uint32_t i = 0; i < lcore_count; i++)
 		dp_lcore_free(&lcores[i]);
 	dp_port_close(&port);
 out_dev:
+	/* The device's tables hold references to the models: give them back before the registry's. */
+	if (dev) {
+		gpu_device_stop(dev);
+		gpu_device_reclaim(dev, release_table, NULL);
+		mgmt_registry_release_table(gpu_device_models(dev));
+	}
 	gpu_device_close(dev);
 out_models:
-	for (uint32_t i = 0; i < KRN_MODELS_MAX; i++)
-		mgmt_model_free(&loaded[i]);
+	mgmt_registry_fini(&registry);
 out_eal:
 	rte_eal_cleanup();
 	if (rc == 0)

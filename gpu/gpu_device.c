@@ -7,6 +7,7 @@
  * allocate nothing.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -37,6 +38,7 @@ struct gpu_worker {
 	int core;                 /* -1: not pinned */
 	int started;
 	uint64_t served_count;    /* written by this worker only, read relaxed by others */
+	uint32_t consumer_idx;    /* its quiescent-state slot */
 	uint64_t heartbeat;       /* bumped every poll by this worker, read relaxed by the watchdog */
 	uint64_t heartbeat_seen;  /* watchdog only: last value seen */
 	uint64_t heartbeat_change_ns; /* watchdog only: when it last changed */
@@ -51,7 +53,17 @@ struct gpu_device {
 	int healthy;                      /* written by the watchdog, read relaxed by rx lcores */
 	uint64_t test_stall_after;        /* 0, or the test knob's value */
 	struct zh_ring ring;              /* host view */
-	struct krn_models models;
+	/* The models tables: `tables` holds the published one and those retired but not reclaimed. */
+	struct krn_models *current;       /* published (release), read (acquire) by consumers */
+	uint64_t epoch;                   /* bumped (release) after each publish */
+	struct krn_models *retired[GPU_RETIRED_MAX];
+	uint64_t retired_epoch[GPU_RETIRED_MAX]; /* safe once every consumer has seen this epoch */
+	uint32_t retired_count;
+	uint32_t consumer_count;
+	struct {
+		uint64_t seen_epoch;      /* the epoch the consumer saw at its last quiescent point */
+		uint8_t pad[ZH_CACHE_LINE_SIZE - sizeof(uint64_t)];
+	} ZH_ALIGNED(ZH_CACHE_LINE_SIZE) consumers[GPU_CONSUMERS_MAX];
 	uint64_t stop;                    /* set to 1 (release) to end the loop */
 	uint32_t worker_count;
 	struct gpu_worker *workers;       /* [worker_count] */
@@ -167,7 +179,93 @@ int gpu_device_is_inline(const struct gpu_device *dev)
 
 const struct krn_models *gpu_device_models(const struct gpu_device *dev)
 {
-	return &dev->models;
+	return dev->current;
+}
+
+int gpu_device_add_consumer(struct gpu_device *dev)
+{
+	if (dev->consumer_count == GPU_CONSUMERS_MAX)
+		return -ENOSPC;
+	dev->consumers[dev->consumer_count].seen_epoch = __atomic_load_n(&dev->epoch, __ATOMIC_ACQUIRE);
+	return (int)dev->consumer_count++;
+}
+
+const struct krn_models *gpu_device_enter(struct gpu_device *dev, uint32_t consumer_idx)
+{
+	/* Acquire the epoch, then the table: a consumer that has seen epoch E also sees the table
+	 * published before E was stored, so announcing E means it holds no table retired by E. */
+	uint64_t e = __atomic_load_n(&dev->epoch, __ATOMIC_ACQUIRE);
+
+	/* Release: the announcement comes after everything this consumer did with the old table. */
+	__atomic_store_n(&dev->consumers[consumer_idx].seen_epoch, e, __ATOMIC_RELEASE);
+	return __atomic_load_n(&dev->current, __ATOMIC_ACQUIRE);
+}
+
+int gpu_device_publish(struct gpu_device *dev, const struct krn_models *table, uint64_t state_floats,
+		       char why[GPU_WHY_SIZE])
+{
+	struct krn_models *next;
+
+	if (dev->cuda) {
+		snprintf(why, GPU_WHY_SIZE, "hot swap on CUDA devices is not built yet: restart zerohopd");
+		return -ENOTSUP;
+	}
+	if (state_floats > dev->model_state_floats) {
+		snprintf(why, GPU_WHY_SIZE, "the models need %" PRIu64 " floats of run state per consumer; %" PRIu64
+			 " were allocated at start-up (raise --run-state-mib)", state_floats, dev->model_state_floats);
+		return -ENOSPC;
+	}
+	if (table->count == 0 || table->count > KRN_MODELS_MAX || table->default_idx >= table->count) {
+		snprintf(why, GPU_WHY_SIZE, "a table of 1..%u models with a valid default", KRN_MODELS_MAX);
+		return -EINVAL;
+	}
+	if (dev->retired_count == GPU_RETIRED_MAX) {
+		snprintf(why, GPU_WHY_SIZE, "%u earlier tables are still in use; try again", GPU_RETIRED_MAX);
+		return -EBUSY;
+	}
+	next = malloc(sizeof(*next));
+	if (!next) {
+		snprintf(why, GPU_WHY_SIZE, "out of memory");
+		return -ENOMEM;
+	}
+	*next = *table;
+	struct krn_models *old = dev->current;
+	/* Release: the table's contents before its pointer. */
+	__atomic_store_n(&dev->current, next, __ATOMIC_RELEASE);
+	/* Release: the new pointer before the new epoch (see gpu_device_enter). */
+	uint64_t e = __atomic_add_fetch(&dev->epoch, 1, __ATOMIC_ACQ_REL);
+	dev->retired[dev->retired_count] = old;
+	dev->retired_epoch[dev->retired_count] = e;
+	dev->retired_count++;
+	return 0;
+}
+
+uint32_t gpu_device_reclaim(struct gpu_device *dev, void (*release)(void *arg, const struct krn_models *table),
+			    void *arg)
+{
+	uint64_t oldest_seen = UINT64_MAX;
+	uint32_t freed = 0;
+
+	for (uint32_t i = 0; i < dev->consumer_count; i++) {
+		uint64_t seen = __atomic_load_n(&dev->consumers[i].seen_epoch, __ATOMIC_ACQUIRE);
+
+		if (seen < oldest_seen)
+			oldest_seen = seen;
+	}
+	for (uint32_t i = 0; i < dev->retired_count;) {
+		if (dev->retired_epoch[i] > oldest_seen) {
+			i++;
+			continue;
+		}
+		if (release)
+			release(arg, dev->retired[i]);
+		free(dev->retired[i]);
+		dev->retired[i] = dev->retired[dev->retired_count - 1];
+		dev->retired_epoch[i] = dev->retired_epoch[dev->retired_count - 1];
+		dev->retired_count--;
+		freed++;
+	}
+	return freed;
 }
 
 uint64_t gpu_device_model_state_floats(const struct gpu_device *dev)
@@ -286,7 +384,12 @@ int gpu_device_open(const struct gpu_config *cfg, struct gpu_device **out, char 
 	if (rc)
 		goto fail;
 	dev->idle = cfg->idle;
-	dev->models = cfg->models;
+	dev->current = malloc(sizeof(*dev->current));
+	if (!dev->current) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	*dev->current = cfg->models;
 	dev->model_state_floats = cfg->model_state_floats;
 	/* Choose the matrix kernel now, before any worker thread races to. */
 	(void)krn_matmul_impl();
@@ -314,6 +417,7 @@ int gpu_device_open(const struct gpu_config *cfg, struct gpu_device **out, char 
 
 		w->dev = dev;
 		w->core = cfg->worker_cores[i];
+		w->consumer_idx = (uint32_t)gpu_device_add_consumer(dev);
 		if (cfg->model_state_floats == 0)
 			continue;
 		/* Each worker serves one request at a time with a KV cache of its own. */
@@ -365,7 +469,7 @@ static void *worker_main(void *arg)
 		}
 		/* Relaxed: the watchdog only wants to see it move. */
 		__atomic_store_n(&w->heartbeat, w->heartbeat + 1, __ATOMIC_RELAXED);
-		if (krn_loop_step(&ring, &dev->models, &w->scratch)) {
+		if (krn_loop_step(&ring, gpu_device_enter(dev, w->consumer_idx), &w->scratch)) {
 			/* Relaxed: a statistic, nobody orders anything by it. */
 			__atomic_store_n(&w->served_count, w->served_count + 1, __ATOMIC_RELAXED);
 			empty_polls = 0;
@@ -443,6 +547,9 @@ void gpu_device_close(struct gpu_device *dev)
 	for (uint32_t i = 0; dev->workers && i < dev->worker_count; i++)
 		free(dev->workers[i].scratch.model_state);
 	free(dev->workers);
+	for (uint32_t i = 0; i < dev->retired_count; i++)
+		free(dev->retired[i]);
+	free(dev->current);
 	free(dev->ring_mem);
 	free(dev);
 }

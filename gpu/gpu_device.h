@@ -88,7 +88,31 @@ uint64_t gpu_device_served_count(const struct gpu_device *dev);
  * between cores. The lowest-latency CPU configuration, and the one that fits a 2-core machine.
  */
 int gpu_device_is_inline(const struct gpu_device *dev);
+
+/*
+ * The models table, published and reclaimed by quiescent states (docs/MGMT.md, "Hot swap").
+ *
+ * Every consumer (a cpu worker, an inline rx lcore) calls gpu_device_enter before each request it may
+ * claim: that announces it holds nothing from earlier tables and returns the table to serve with.
+ * gpu_device_publish copies a new table in and retires the old one; gpu_device_reclaim, called
+ * periodically by the control core, hands back each retired table that no consumer can still be using.
+ */
+#define GPU_CONSUMERS_MAX (GPU_WORKERS_MAX + 64u)
+
+/* Register an inline consumer (an rx lcore in inline mode); returns its index, or -ENOSPC. */
+int gpu_device_add_consumer(struct gpu_device *dev);
+const struct krn_models *gpu_device_enter(struct gpu_device *dev, uint32_t consumer_idx);
+/* The table now published (control core only). */
 const struct krn_models *gpu_device_models(const struct gpu_device *dev);
+/* Publish `table` (copied). Refused with -ENOSPC when a model needs more run state per consumer than
+ * was allocated at start-up (state_floats), -ENOTSUP on CUDA devices, -EBUSY when GPU_RETIRED_MAX
+ * tables still wait for reclamation. */
+#define GPU_RETIRED_MAX 16u
+int gpu_device_publish(struct gpu_device *dev, const struct krn_models *table, uint64_t state_floats,
+		       char why[GPU_WHY_SIZE]);
+/* Hand back retired tables no consumer can still use; returns how many. */
+uint32_t gpu_device_reclaim(struct gpu_device *dev, void (*release)(void *arg, const struct krn_models *table),
+			    void *arg);
 /* Floats of model run state each consumer (a worker, an inline lcore) must bring. */
 uint64_t gpu_device_model_state_floats(const struct gpu_device *dev);
 

@@ -37,6 +37,7 @@ static __device__ void serve_claimed(const struct zh_ring *ring, const struct kr
 
 		slot->ans_size_bytes = size;
 		slot->ans_status = status;
+		slot->model_id = mine->job.model ? mine->job.model->id : ZH_MODEL_ID_NONE;
 		zh_ring_complete(ring, slot, ticket);
 	}
 }

@@ -384,6 +384,7 @@ ZH_HD int krn_loop_step(const struct zh_ring *ring, const struct krn_models *mod
 
 	slot->ans_size_bytes = size;
 	slot->ans_status = status;
+	slot->model_id = scratch->job.model ? scratch->job.model->id : ZH_MODEL_ID_NONE;
 	zh_ring_complete(ring, slot, ticket);
 	return 1;
 }

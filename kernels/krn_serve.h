@@ -33,6 +33,8 @@ enum krn_arch {
 struct krn_model {
 	char name[ZH_MODEL_NAME_MAX + 1]; /* NUL-terminated, as matched against the request's `model` */
 	enum krn_arch arch;
+	uint16_t id;                      /* < ZH_MODEL_IDS_MAX, stable per name: counters are kept by it */
+	uint64_t host_cookie;             /* the host's handle on the model's memory; the device ignores it */
 	union {
 		struct krn_llama llama;   /* KRN_ARCH_LLAMA */
 		struct krn_ranker ranker; /* KRN_ARCH_RANKER */

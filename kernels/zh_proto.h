@@ -23,6 +23,10 @@
 #define ZH_MODEL_NAME_MAX 31u
 /* Keys in the request map; more is too large (the protocol defines 10). */
 #define ZH_REQ_KEYS_MAX 32u
+/* Stable ids the management plane gives model names (for per-model counters); NONE: no model. */
+#define ZH_MODEL_IDS_MAX 64u
+#define ZH_MODEL_ID_NONE 0xffffu
+
 /* New tokens one `generate` may ask for (`max_new`), and its default. 256 ids fit an answer. */
 #define ZH_GENERATE_MAX 256u
 #define ZH_GENERATE_DEFAULT 16u

@@ -48,7 +48,7 @@ struct zh_slot {
 	uint32_t req_size_bytes;  /* payload length, 1..ZH_REQ_MAX_BYTES, set by the producer */
 	uint32_t ans_size_bytes;  /* answer length, 1..ans_stride_bytes, set by the consumer */
 	uint16_t ans_status;      /* enum zh_status of the answer, set by the consumer for counters */
-	uint16_t flags;           /* reserved for the producer, 0 */
+	uint16_t model_id;        /* krn_model.id of the model that answered, ZH_MODEL_ID_NONE if none; consumer */
 	uint32_t producer_idx;    /* which producer (rx lcore) published it, for its reaper */
 	uint64_t rx_tsc;          /* host TSC when the rx lcore received the packet */
 	uint64_t publish_tsc;     /* host TSC just before READY was stored */

@@ -40,8 +40,8 @@
 /* docs/MODELS.md, rule header-size. */
 #define ST_HEADER_MAX_BYTES (100ull << 20)
 /* Files are read whole into memory; a bigger one is refused before anything is allocated. */
-#define MODEL_FILE_MAX_BYTES (4ull << 30)
-#define CONFIG_FILE_MAX_BYTES (1ull << 20)
+#define MODEL_FILE_MAX_BYTES MGMT_MODEL_FILE_MAX_BYTES
+#define CONFIG_FILE_MAX_BYTES MGMT_CONFIG_FILE_MAX_BYTES
 /* A header nests three deep (object, entry, shape); anything much deeper is refused by json-c. */
 #define JSON_DEPTH_MAX 16
 /*
@@ -1321,12 +1321,12 @@ static int model_name_check(const char *name, char *why)
 	return 0;
 }
 
-int mgmt_model_load(const char *name, const char *dir, struct mgmt_model *out, char why[MGMT_WHY_SIZE])
+int mgmt_model_load_mem(const char *name, const uint8_t *cfg_buf, size_t cfg_bytes, const uint8_t *st_buf,
+			size_t st_bytes, struct mgmt_model *out, char why[MGMT_WHY_SIZE])
 {
 	struct mgmt_safetensors st = { 0 };
 	struct binding *b = NULL;
-	uint8_t *cfg_buf = NULL, *st_buf = NULL, *used = NULL;
-	size_t cfg_bytes = 0, st_bytes = 0;
+	uint8_t *used = NULL;
 	char detail[MGMT_WHY_SIZE];
 	struct mgmt_model m;
 	uint32_t count;
@@ -1337,18 +1337,8 @@ int mgmt_model_load(const char *name, const char *dir, struct mgmt_model *out, c
 	ret = model_name_check(name, why);
 	if (ret)
 		goto out;
-	if (!dir) {
-		ret = failed(why, -EINVAL, "model %s: no directory", name);
-		goto out;
-	}
 	memcpy(m.model.name, name, strlen(name) + 1);
-	ret = file_read(dir, "config.json", CONFIG_FILE_MAX_BYTES, &cfg_buf, &cfg_bytes, why);
-	if (ret)
-		goto out;
 	ret = config_parse(cfg_buf, cfg_bytes, &m.model, why);
-	if (ret)
-		goto out;
-	ret = file_read(dir, "model.safetensors", MODEL_FILE_MAX_BYTES, &st_buf, &st_bytes, why);
 	if (ret)
 		goto out;
 	ret = mgmt_safetensors_parse(st_buf, st_bytes, &st, detail);
@@ -1376,6 +1366,31 @@ out:
 	free(used);
 	free(b);
 	mgmt_safetensors_free(&st);
+	return ret;
+}
+
+int mgmt_model_load(const char *name, const char *dir, struct mgmt_model *out, char why[MGMT_WHY_SIZE])
+{
+	uint8_t *cfg_buf = NULL, *st_buf = NULL;
+	size_t cfg_bytes = 0, st_bytes = 0;
+	int ret;
+
+	why[0] = '\0';
+	ret = model_name_check(name, why);
+	if (ret)
+		goto out;
+	if (!dir) {
+		ret = failed(why, -EINVAL, "model %s: no directory", name);
+		goto out;
+	}
+	ret = file_read(dir, "config.json", CONFIG_FILE_MAX_BYTES, &cfg_buf, &cfg_bytes, why);
+	if (ret)
+		goto out;
+	ret = file_read(dir, "model.safetensors", MODEL_FILE_MAX_BYTES, &st_buf, &st_bytes, why);
+	if (ret)
+		goto out;
+	ret = mgmt_model_load_mem(name, cfg_buf, cfg_bytes, st_buf, st_bytes, out, why);
+out:
 	free(st_buf);
 	free(cfg_buf);
 	return ret;

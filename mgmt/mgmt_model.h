@@ -70,6 +70,13 @@ struct mgmt_model {
  */
 int mgmt_model_load(const char *name, const char *dir, struct mgmt_model *out, char why[MGMT_WHY_SIZE]);
 /* Release the arena and zero *m; safe on a zeroed struct and twice in a row. */
+/* The same checks and result from the two files' contents already in memory (the management plane
+ * reads them through io_uring). Error texts name the file as mgmt_model_load's do. */
+int mgmt_model_load_mem(const char *name, const uint8_t *cfg_buf, size_t cfg_bytes, const uint8_t *st_buf,
+			size_t st_bytes, struct mgmt_model *out, char why[MGMT_WHY_SIZE]);
+/* Byte caps on the two files, checked before anything is read. */
+#define MGMT_CONFIG_FILE_MAX_BYTES (1u << 20)
+#define MGMT_MODEL_FILE_MAX_BYTES (4ull << 30)
 void mgmt_model_free(struct mgmt_model *m);
 
 #endif /* MGMT_MODEL_H */

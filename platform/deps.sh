@@ -11,6 +11,7 @@ packages=(
 	liburing-dev                  # io_uring management plane
 	libibverbs-dev                # rdma-core verbs (GPUDirect RDMA checks)
 	libnuma-dev
+	libinih-dev                   # inih 55: the configuration file (mgmt/mgmt_config.c)
 	# run: the dev network
 	iproute2 ethtool iputils-ping procps
 	# test

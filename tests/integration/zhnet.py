@@ -90,6 +90,7 @@ class Appliance:
     def __init__(self, build, net, extra_args=(), start_timeout_s=60):
         self.net = net
         self.build = build
+        self.ctl_socket = f"/tmp/zh-test-{net.prefix}-{os.getpid()}-{id(self) & 0xffff:x}.sock"
         self.lines = queue.Queue()
         self.log = []
         cmd = ["ip", "netns", "exec", net.app_ns, f"{ROOT}/{build}/zerohopd",
@@ -97,6 +98,8 @@ class Appliance:
                "--vdev", f"net_af_packet0,iface={net.app_if}", "-l", "0-1",
                "--log-level=lib.eal:warning",
                "--", "--ip", APPLIANCE_IP, "--udp-port", str(UDP_PORT), "--idle", "backoff",
+               # A private control socket: several appliances (and `make run`) may run at once.
+               "--ctl-socket", self.ctl_socket,
                *extra_args]
         env = dict(os.environ)
         # Sanitizer builds: any leak or error makes zerohopd exit non-zero, which the fixture checks.

@@ -731,7 +731,7 @@ static void raw_fill(struct mt_ctx *ctx, struct zh_slot *slot, uint64_t seq)
 	(void)ctx;
 	slot->req_addr = seq;
 	slot->req_size_bytes = raw_req_size(seq);
-	slot->flags = 0;
+	slot->model_id = ZH_MODEL_ID_NONE;
 }
 
 static int raw_consume(struct mt_ctx *ctx, uint32_t c)
