@@ -29,6 +29,7 @@
 #include "gpu_device.h"
 #include "krn_math.h"
 #include "mgmt.h"
+#include "mgmt_config.h"
 #include "mgmt_model.h"
 #include "mgmt_registry.h"
 
@@ -99,6 +100,8 @@ static void usage(FILE *out)
 		"  --max-connections N  management connections at once (default 64)\n"
 		"  --stop-deadline-ms N how long SIGTERM waits for requests in flight (default 2000)\n"
 		"  --run-state-mib N    run state (KV cache) per consumer, MiB, for models loaded later (default 16)\n"
+		"  --config FILE        an INI configuration file (docs/MGMT.md); options given here override it\n"
+		"  --check-config FILE  validate FILE and exit: 0 valid, 1 not (each error with its line)\n"
 		"  --allow ADDR/LEN     answer only sources in this IPv4 prefix (repeat for up to 64; default: all)\n"
 		"  --help\n",
 		DEFAULT_UDP_PORT, DEFAULT_RING_SLOTS);
@@ -137,11 +140,64 @@ static int parse_cores(const char *text, struct options *opt)
 	return count > 0 ? 0 : -EINVAL;
 }
 
-static int parse_options(int argc, char **argv, struct options *opt)
+/* Settings from a configuration file, under the command line's: every key the file set. */
+static int apply_config(const struct mgmt_config *f, struct options *opt)
+{
+	struct gpu_config *gpu = &opt->gpu;
+
+	if ((f->set_mask & MGMT_CFG_IP) && inet_pton(AF_INET, f->ip, &opt->ip) != 1)
+		return -EINVAL;
+	if (f->set_mask & MGMT_CFG_UDP_PORT)
+		opt->udp_port = (uint16_t)f->udp_port;
+	if (f->set_mask & MGMT_CFG_PORT_ID)
+		opt->port_id = (uint16_t)f->port_id;
+	for (uint32_t i = 0; (f->set_mask & MGMT_CFG_ALLOW) && i < f->allow_count; i++)
+		if (dp_acl_add(&opt->acl, f->allow[i]) != 0)
+			return -EINVAL;
+	if ((f->set_mask & MGMT_CFG_KIND) && gpu_kind_parse(f->kind, &gpu->kind) != 0)
+		return -EINVAL;
+	if (f->set_mask & MGMT_CFG_WORKERS)
+		gpu->worker_count = f->workers;
+	if (f->set_mask & MGMT_CFG_WORKER_CORES) {
+		for (uint32_t i = 0; i < f->worker_core_count; i++)
+			gpu->worker_cores[i] = f->worker_cores[i];
+		opt->worker_core_count = f->worker_core_count;
+	}
+	if (f->set_mask & MGMT_CFG_RING_SLOTS)
+		gpu->ring_slot_count = f->ring_slots;
+	if (f->set_mask & MGMT_CFG_IDLE)
+		opt->idle = strcmp(f->idle, "backoff") == 0 ? DP_IDLE_BACKOFF : DP_IDLE_POLL;
+	if (f->set_mask & MGMT_CFG_CUDA_BLOCKS)
+		gpu->cuda_block_count = f->cuda_blocks;
+	if (f->set_mask & MGMT_CFG_STALL_MS)
+		gpu->stall_ms = f->stall_ms;
+	if (f->set_mask & MGMT_CFG_RUN_STATE_MIB)
+		opt->run_state_mib = f->run_state_mib;
+	if (f->set_mask & MGMT_CFG_CTL_SOCKET)
+		opt->ctl_socket = f->ctl_socket;
+	if (f->set_mask & MGMT_CFG_HTTP_PORT)
+		opt->http_port = f->http_port;
+	if (f->set_mask & MGMT_CFG_MAX_CONNECTIONS)
+		opt->max_connections = f->max_connections;
+	if (f->set_mask & MGMT_CFG_STOP_DEADLINE_MS)
+		opt->stop_deadline_ms = f->stop_deadline_ms;
+	if (f->set_mask & MGMT_CFG_STATS_INTERVAL_MS)
+		opt->stats_interval_ms = f->stats_interval_ms;
+	for (uint32_t i = 0; (f->set_mask & MGMT_CFG_MODELS) && i < f->model_count; i++) {
+		struct model_arg *ma = &opt->model_args[opt->model_count++];
+
+		ma->name = f->models[i].name;
+		ma->name_len = strlen(f->models[i].name);
+		ma->dir = strcmp(f->models[i].dir, "echo") == 0 ? NULL : f->models[i].dir;
+	}
+	return 0;
+}
+
+static int parse_options(int argc, char **argv, struct options *opt, const struct mgmt_config *file)
 {
 	enum { O_IP = 256, O_UDP_PORT, O_PORT, O_DEVICE, O_WORKERS, O_WORKER_CORES, O_RING_SLOTS, O_IDLE,
 	       O_MODEL, O_STATS, O_CUDA_BLOCKS, O_STALL_MS, O_CTL_SOCKET, O_HTTP_PORT, O_MAX_CONN, O_STOP_DEADLINE,
-	       O_RUN_STATE, O_ALLOW, O_HELP };
+	       O_RUN_STATE, O_CONFIG, O_ALLOW, O_HELP };
 	static const struct option longopts[] = {
 		{ "ip", required_argument, NULL, O_IP },
 		{ "udp-port", required_argument, NULL, O_UDP_PORT },
@@ -160,6 +216,7 @@ static int parse_options(int argc, char **argv, struct options *opt)
 		{ "max-connections", required_argument, NULL, O_MAX_CONN },
 		{ "stop-deadline-ms", required_argument, NULL, O_STOP_DEADLINE },
 		{ "run-state-mib", required_argument, NULL, O_RUN_STATE },
+		{ "config", required_argument, NULL, O_CONFIG },
 		{ "allow", required_argument, NULL, O_ALLOW },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
@@ -180,6 +237,12 @@ static int parse_options(int argc, char **argv, struct options *opt)
 	opt->max_connections = MGMT_CONN_MAX;
 	opt->stop_deadline_ms = DEFAULT_STOP_DEADLINE_MS;
 	opt->run_state_mib = DEFAULT_RUN_STATE_MIB;
+	if (file && apply_config(file, opt) != 0) {
+		fprintf(stderr, "zerohopd: the configuration file's values do not apply\n");
+		return -EINVAL;
+	}
+	/* Models on the command line replace the file's. */
+	int cli_models = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
@@ -223,6 +286,9 @@ static int parse_options(int argc, char **argv, struct options *opt)
 			break;
 		case O_MODEL: {
 			const char *eq = strchr(optarg, '=');
+
+			if (!cli_models++)
+				opt->model_count = 0;
 			struct model_arg *ma = &opt->model_args[opt->model_count];
 
 			if (opt->model_count == KRN_MODELS_MAX)
@@ -266,6 +332,8 @@ static int parse_options(int argc, char **argv, struct options *opt)
 			if (parse_u32(optarg, 1, 65536, &opt->run_state_mib))
 				goto bad;
 			break;
+		case O_CONFIG:
+			break; /* read before the options, so that they override it */
 		case O_ALLOW:
 			if (dp_acl_add(&opt->acl, optarg))
 				goto bad;
@@ -512,12 +580,41 @@ int main(int argc, char **argv)
 	int eal_argc;
 	int rc;
 
+	static struct mgmt_config file_config;
+	const char *config_path = NULL;
+
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	for (int i = 1; i < argc; i++)
+	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
 			usage(stdout);
 			return 0;
 		}
+		/* Before the EAL: checking a file needs no hugepages, no port, no root. */
+		if (strcmp(argv[i], "--check-config") == 0) {
+			char cwhy[MGMT_CONFIG_WHY_SIZE];
+
+			if (i + 1 >= argc) {
+				fprintf(stderr, "zerohopd: --check-config needs a file\n");
+				return 1;
+			}
+			if (mgmt_config_load(argv[i + 1], &file_config, cwhy, sizeof(cwhy)) != 0) {
+				fprintf(stderr, "zerohopd: %s\n", cwhy);
+				return 1;
+			}
+			printf("zerohopd: %s: valid\n", argv[i + 1]);
+			return 0;
+		}
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			config_path = argv[i + 1];
+	}
+	if (config_path) {
+		char cwhy[MGMT_CONFIG_WHY_SIZE];
+
+		if (mgmt_config_load(config_path, &file_config, cwhy, sizeof(cwhy)) != 0) {
+			fprintf(stderr, "zerohopd: %s\n", cwhy);
+			return 1;
+		}
+	}
 	eal_argc = rte_eal_init(argc, argv);
 	if (eal_argc < 0) {
 		fprintf(stderr, "zerohopd: EAL init failed: %s\n", rte_strerror(rte_errno));
@@ -525,7 +622,7 @@ int main(int argc, char **argv)
 	}
 	argc -= eal_argc;
 	argv += eal_argc;
-	rc = parse_options(argc, argv, &opt);
+	rc = parse_options(argc, argv, &opt, config_path ? &file_config : NULL);
 	if (rc)
 		goto out_eal;
 

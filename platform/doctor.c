@@ -593,18 +593,30 @@ static bool has_word(const char *list, const char *word)
 
 /* ---- PCI devices ------------------------------------------------------------------------------ */
 
+/* Whether s matches a pattern where 'x' stands for a hex digit and any other character for itself. */
+static bool matches_hex_pattern(const char *s, const char *pattern)
+{
+	for (; *pattern; s++, pattern++) {
+		if (*pattern == 'x' ? !isxdigit((unsigned char)*s) : *s != *pattern)
+			return false;
+	}
+	return *s == '\0';
+}
+
 /* Accepts DDDD:BB:DD.F or BB:DD.F (domain 0000) and writes the canonical lower-case form. */
 static bool parse_bdf(const char *in, char *out)
 {
 	unsigned dom = 0, bus, dev, fn;
-	char tail;
 
-	if (sscanf(in, "%4x:%2x:%2x.%1x%c", &dom, &bus, &dev, &fn, &tail) == 4 && strlen(in) == 12)
-		;
-	else if (sscanf(in, "%2x:%2x.%1x%c", &bus, &dev, &fn, &tail) == 3 && strlen(in) == 7)
-		dom = 0;
-	else
+	if (matches_hex_pattern(in, "xxxx:xx:xx.x")) {
+		if (sscanf(in, "%4x:%2x:%2x.%1x", &dom, &bus, &dev, &fn) != 4)
+			return false;
+	} else if (matches_hex_pattern(in, "xx:xx.x")) {
+		if (sscanf(in, "%2x:%2x.%1x", &bus, &dev, &fn) != 3)
+			return false;
+	} else {
 		return false;
+	}
 	if (dev > 0x1f || fn > 7)
 		return false;
 	snprintf(out, BDF_SIZE, "%04x:%02x:%02x.%x", dom, bus, dev, fn);
@@ -1837,8 +1849,11 @@ static void check_cuda_version(struct doctor *d)
 			append(r->finding, sizeof(r->finding), " at /usr/local/cuda");
 		return;
 	}
-	sscanf(kernel, "%u", &driver_major);
-	if (!have_toolkit) {
+	if (sscanf(kernel, "%u", &driver_major) != 1) {
+		r = add_result(d, "cuda-version", NULL, ST_WARN);
+		say(r, "cannot read the driver's branch from \"%s\"", kernel);
+		fix(r, "check by hand: cat /proc/driver/nvidia/version");
+	} else if (!have_toolkit) {
 		r = add_result(d, "cuda-version", NULL, ST_WARN);
 		say(r, "driver %s; no toolkit at /usr/local/cuda to compare (zerohopd links cudart statically: "
 		    "what it was built with counts)", kernel);
