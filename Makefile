@@ -28,6 +28,7 @@ LIB_CFLAGS := $(shell $(PKG_CONFIG) --cflags msgpack liburing libibverbs 2>/dev/
 MSGPACK_LIBS := $(shell $(PKG_CONFIG) --libs msgpack 2>/dev/null)
 URING_LIBS := $(shell $(PKG_CONFIG) --libs liburing 2>/dev/null)
 VERBS_LIBS := $(shell $(PKG_CONFIG) --libs libibverbs 2>/dev/null)
+SYSTEMD_LIBS := $(shell $(PKG_CONFIG) --libs libsystemd 2>/dev/null)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS := -std=gnu11 -O2 -g $(WARN) -D_GNU_SOURCE -fno-strict-aliasing \
@@ -131,7 +132,7 @@ $(CUDA_BUILD)/%.o: %.cu
 	$(Q)$(NVCC) $(NVCC_FLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/zerohopd: $(BUILD)/dataplane/zerohopd.o $(DP_OBJS) $(PLANE_OBJS) $(GPU_OBJS) $(KERNEL_OBJS)
-	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) $(URING_LIBS) $(MSGPACK_LIBS) $(CUDA_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) $(URING_LIBS) $(MSGPACK_LIBS) $(SYSTEMD_LIBS) $(CUDA_LIBS) $(LDLIBS)
 
 $(BUILD)/zerohop-client: $(BUILD)/tools/zerohop_client.o $(KERNEL_OBJS)
 	$(CC) $(LDFLAGS) $^ -o $@ $(MSGPACK_LIBS) $(LDLIBS)

@@ -22,6 +22,7 @@
 #include <rte_eal.h>
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
+#include <systemd/sd-daemon.h>
 
 #include "dp_lcore.h"
 #include "dp_port.h"
@@ -722,11 +723,13 @@ int main(int argc, char **argv)
 		}
 	}
 	printf("zerohopd: ready\n");
+	sd_notify(0, "READY=1\nSTATUS=serving");
 
 	rc = mgmt_run(mgmt);
 	if (rc)
 		fprintf(stderr, "zerohopd: management loop: %s\n", strerror(-rc));
 	printf("zerohopd: stopping (signal %d): draining\n", (int)quit_signal);
+	sd_notify(0, "STOPPING=1\nSTATUS=draining");
 	drain_then_stop(mgmt, opt.stop_deadline_ms);
 	for (uint32_t i = 0; i < lcore_count; i++)
 		lcores[i].stop = 1;

@@ -91,6 +91,8 @@ struct mgmt {
 	struct mgmt_load load;
 	struct mgmt_registry *next; /* scratch for staged registry changes */
 	uint64_t refused_connections;
+	uint64_t watchdog_us;       /* systemd's WatchdogSec in us, 0 when not under a watchdog */
+	uint64_t last_watchdog_ns;
 };
 
 uint64_t mgmt_now_ns(void);

@@ -21,6 +21,8 @@
 #include <arpa/inet.h>
 
 #include <rte_ethdev.h>
+#include <rte_telemetry.h>
+#include <systemd/sd-daemon.h>
 
 #include "mgmt_internal.h"
 
@@ -280,6 +282,38 @@ int mgmt_publish(struct mgmt *m, char why[MGMT_WHY_SIZE])
 	return 0;
 }
 
+/* DPDK telemetry (dpdk-telemetry.py): /zerohop/stats, the counters as one dict. It runs on DPDK's
+ * telemetry thread, reading the lcores' counters relaxed, as the control core does. */
+static struct mgmt *telemetry_mgmt;
+
+static int telemetry_stats(const char *cmd, const char *params, struct rte_tel_data *d)
+{
+	static const char *const counter_names[] = {
+#define DP_X(name, text) #name,
+		DP_COUNTER_LIST(DP_X)
+#undef DP_X
+	};
+	struct mgmt *m = telemetry_mgmt;
+	struct dp_stats sum;
+
+	(void)cmd;
+	(void)params;
+	if (!m)
+		return -ENODEV;
+	memset(&sum, 0, sizeof(sum));
+	for (uint32_t i = 0; i < m->p.lcore_count; i++)
+		dp_stats_add(&sum, &m->p.lcores[i].stats);
+	rte_tel_data_start_dict(d);
+	for (uint32_t i = 0; i < DP_COUNTER_COUNT; i++)
+		rte_tel_data_add_dict_u64(d, counter_names[i], sum.counters[i]);
+	for (uint32_t i = 0; i < DP_DROP_COUNT; i++)
+		rte_tel_data_add_dict_u64(d, dp_drop_key((enum dp_drop)i), sum.drops[i]);
+	rte_tel_data_add_dict_u64(d, "in_flight", mgmt_in_flight(m));
+	rte_tel_data_add_dict_u64(d, "device_healthy", (uint64_t)gpu_device_healthy(m->p.dev));
+	rte_tel_data_add_dict_u64(d, "models", m->p.registry->count);
+	return 0;
+}
+
 void mgmt_set_draining(struct mgmt *m, int on)
 {
 	for (uint32_t i = 0; i < m->p.lcore_count; i++)
@@ -325,6 +359,12 @@ void mgmt_tick(struct mgmt *m)
 	else if (changed)
 		printf("zerohopd: device recovered: heartbeat resumed\n");
 	gpu_device_reclaim(m->p.dev, release_table, NULL);
+	/* systemd's watchdog hears from us only while the device loop is alive: a stalled appliance
+	 * is restarted. */
+	if (m->watchdog_us && gpu_device_healthy(m->p.dev) && now - m->last_watchdog_ns >= m->watchdog_us * 500ull) {
+		sd_notify(0, "WATCHDOG=1");
+		m->last_watchdog_ns = now;
+	}
 	if ((m->p.stats && *m->p.stats) ||
 	    (m->p.stats_interval_ms && now - m->last_stats_ns >= m->p.stats_interval_ms * 1000000ull)) {
 		if (m->p.stats)
@@ -519,6 +559,12 @@ int mgmt_open(const struct mgmt_params *params, struct mgmt **out, char why[MGMT
 	rc = arm_tick(m);
 	if (rc)
 		goto fail;
+	uint64_t usec = 0;
+	if (sd_watchdog_enabled(0, &usec) > 0)
+		m->watchdog_us = usec;
+	telemetry_mgmt = m;
+	/* Registration fails only for a name taken twice; telemetry is an extra, not a reason to stop. */
+	rte_telemetry_register_cmd("/zerohop/stats", telemetry_stats, "zerohop counters. No parameters");
 	*out = m;
 	return 0;
 fail:
@@ -530,6 +576,8 @@ void mgmt_close(struct mgmt *m)
 {
 	if (!m)
 		return;
+	if (telemetry_mgmt == m)
+		telemetry_mgmt = NULL;
 	for (uint32_t i = 0; i < MGMT_CONN_MAX; i++) {
 		if (m->conns[i].fd >= 0)
 			close(m->conns[i].fd);

@@ -10,13 +10,14 @@ packages=(
 	libmsgpack-dev                # msgpack-c 4.0 (tools and the decoder's reference in tests)
 	liburing-dev                  # io_uring management plane
 	libibverbs-dev                # rdma-core verbs (GPUDirect RDMA checks)
+	libsystemd-dev                # sd_notify: Type=notify, the watchdog
 	libnuma-dev
 	libinih-dev                   # inih 55: the configuration file (mgmt/mgmt_config.c)
 	# run: the dev network
 	iproute2 ethtool iputils-ping procps
 	# test
 	clang-14 libclang-rt-14-dev   # libFuzzer and sanitizer runtimes
-	libjson-c-dev                 # json-c: test_mp_suite reads the msgpack test suite's JSON
+	libjson-c-dev                 # json-c: model config.json and safetensors headers; the test suite JSON
 	python3-msgpack python3-scapy python3-pytest python3-numpy
 )
 
