@@ -49,6 +49,14 @@ int dp_port_open(struct dp_port *port, uint16_t port_id, uint16_t queue_count, u
 		return -EINVAL;
 	}
 	memset(&conf, 0, sizeof(conf));
+	/* Spread flows over the queues by the UDP 4-tuple where the port hashes; a port that does
+	 * not (af_packet: the kernel's fanout hash does it) gets no RSS configuration. */
+	uint64_t rss = info.flow_type_rss_offloads & (RTE_ETH_RSS_IPV4 | RTE_ETH_RSS_NONFRAG_IPV4_UDP);
+	if (queue_count > 1 && rss) {
+		conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+		conf.rx_adv_conf.rss_conf.rss_hf = rss;
+		port->rss = 1;
+	}
 	rc = rte_eth_dev_configure(port_id, queue_count, queue_count, &conf);
 	if (rc) {
 		snprintf(why, DP_WHY_SIZE, "configure port %u: %s", port_id, strerror(-rc));

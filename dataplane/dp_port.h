@@ -19,6 +19,7 @@ struct dp_port {
 	struct rte_ether_addr mac;
 	char name[RTE_ETH_NAME_MAX_LEN];
 	int started;
+	int rss;          /* the port spreads flows over its queues by hash */
 };
 
 /*

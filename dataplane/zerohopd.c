@@ -40,6 +40,7 @@
 #define DEFAULT_RUN_STATE_MIB 16u
 #define DEFAULT_STOP_DEADLINE_MS 2000u
 #define STOP_POLL_US 1000u
+#define DP_QUEUES_MAX 16u
 
 struct model_arg {
 	const char *name;  /* points into argv */
@@ -63,6 +64,7 @@ struct options {
 	uint32_t max_connections;
 	uint32_t stop_deadline_ms;
 	uint32_t run_state_mib;
+	uint32_t queue_count;       /* rx/tx queue pairs, one rx/tx lcore each */
 };
 
 static volatile sig_atomic_t quit_signal;
@@ -101,6 +103,8 @@ static void usage(FILE *out)
 		"  --max-connections N  management connections at once (default 64)\n"
 		"  --stop-deadline-ms N how long SIGTERM waits for requests in flight (default 2000)\n"
 		"  --run-state-mib N    run state (KV cache) per consumer, MiB, for models loaded later (default 16)\n"
+		"  --queues N           rx/tx queue pairs, one rx/tx lcore each (default 1; RSS spreads flows\n"
+		"                       where the port has it; af_packet needs qpairs=N in its --vdev)\n"
 		"  --config FILE        an INI configuration file (docs/MGMT.md); options given here override it\n"
 		"  --check-config FILE  validate FILE and exit: 0 valid, 1 not (each error with its line)\n"
 		"  --allow ADDR/LEN     answer only sources in this IPv4 prefix (repeat for up to 64; default: all)\n"
@@ -198,7 +202,7 @@ static int parse_options(int argc, char **argv, struct options *opt, const struc
 {
 	enum { O_IP = 256, O_UDP_PORT, O_PORT, O_DEVICE, O_WORKERS, O_WORKER_CORES, O_RING_SLOTS, O_IDLE,
 	       O_MODEL, O_STATS, O_CUDA_BLOCKS, O_STALL_MS, O_CTL_SOCKET, O_HTTP_PORT, O_MAX_CONN, O_STOP_DEADLINE,
-	       O_RUN_STATE, O_CONFIG, O_ALLOW, O_HELP };
+	       O_RUN_STATE, O_CONFIG, O_QUEUES, O_ALLOW, O_HELP };
 	static const struct option longopts[] = {
 		{ "ip", required_argument, NULL, O_IP },
 		{ "udp-port", required_argument, NULL, O_UDP_PORT },
@@ -218,6 +222,7 @@ static int parse_options(int argc, char **argv, struct options *opt, const struc
 		{ "stop-deadline-ms", required_argument, NULL, O_STOP_DEADLINE },
 		{ "run-state-mib", required_argument, NULL, O_RUN_STATE },
 		{ "config", required_argument, NULL, O_CONFIG },
+		{ "queues", required_argument, NULL, O_QUEUES },
 		{ "allow", required_argument, NULL, O_ALLOW },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
@@ -238,6 +243,7 @@ static int parse_options(int argc, char **argv, struct options *opt, const struc
 	opt->max_connections = MGMT_CONN_MAX;
 	opt->stop_deadline_ms = DEFAULT_STOP_DEADLINE_MS;
 	opt->run_state_mib = DEFAULT_RUN_STATE_MIB;
+	opt->queue_count = 1;
 	if (file && apply_config(file, opt) != 0) {
 		fprintf(stderr, "zerohopd: the configuration file's values do not apply\n");
 		return -EINVAL;
@@ -335,6 +341,10 @@ static int parse_options(int argc, char **argv, struct options *opt, const struc
 			break;
 		case O_CONFIG:
 			break; /* read before the options, so that they override it */
+		case O_QUEUES:
+			if (parse_u32(optarg, 1, DP_QUEUES_MAX, &opt->queue_count))
+				goto bad;
+			break;
 		case O_ALLOW:
 			if (dp_acl_add(&opt->acl, optarg))
 				goto bad;
@@ -636,7 +646,13 @@ int main(int argc, char **argv)
 		rc = -EINVAL;
 		goto out_eal;
 	}
-	lcore_count = 1; /* one queue for now: one rx/tx lcore */
+	if (lcore_count < opt.queue_count) {
+		fprintf(stderr, "zerohopd: %u queues need %u rx/tx lcores besides the control core; -l gives %u\n",
+			opt.queue_count, opt.queue_count, lcore_count);
+		rc = -EINVAL;
+		goto out_eal;
+	}
+	lcore_count = opt.queue_count; /* one rx/tx lcore per queue */
 	default_worker_cores(&opt);
 	mgmt_registry_init(&registry);
 	rc = load_models(&opt, &registry, &staging);

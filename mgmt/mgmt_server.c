@@ -343,6 +343,13 @@ void mgmt_print_stats(struct mgmt *m)
 		       ", \"ierrors\": %" PRIu64 ", \"oerrors\": %" PRIu64 ", \"rx_nombuf\": %" PRIu64 "}\n",
 		       port_stats.ipackets, port_stats.opackets, port_stats.imissed, port_stats.ierrors,
 		       port_stats.oerrors, port_stats.rx_nombuf);
+	printf("zerohopd: lcores [");
+	for (uint32_t i = 0; i < m->p.lcore_count; i++)
+		printf("%s{\"queue\": %u, \"rx_frames\": %" PRIu64 ", \"requests\": %" PRIu64 "}", i ? ", " : "",
+		       m->p.lcores[i].queue_idx,
+		       __atomic_load_n(&m->p.lcores[i].stats.counters[DP_COUNTER_rx_frames], __ATOMIC_RELAXED),
+		       __atomic_load_n(&m->p.lcores[i].stats.counters[DP_COUNTER_requests], __ATOMIC_RELAXED));
+	printf("]\n");
 	printf("zerohopd: device served %" PRIu64 " requests\n", gpu_device_served_count(m->p.dev));
 	fflush(stdout);
 }

@@ -87,7 +87,7 @@ class DevNet:
 class Appliance:
     """zerohopd running in the app namespace, its stdout read line by line in a thread."""
 
-    def __init__(self, build, net, extra_args=(), start_timeout_s=60):
+    def __init__(self, build, net, extra_args=(), start_timeout_s=60, lcores="0-1", vdev_extra=""):
         self.net = net
         self.build = build
         self.ctl_socket = f"/tmp/zh-test-{net.prefix}-{os.getpid()}-{id(self) & 0xffff:x}.sock"
@@ -95,7 +95,8 @@ class Appliance:
         self.log = []
         cmd = ["ip", "netns", "exec", net.app_ns, f"{ROOT}/{build}/zerohopd",
                "--no-pci", "--no-huge", "-m", "512", "--file-prefix", f"zh-test-{net.prefix}-{os.getpid()}",
-               "--vdev", f"net_af_packet0,iface={net.app_if}", "-l", "0-1",
+               "--vdev", f"net_af_packet0,iface={net.app_if}{vdev_extra}",
+               *(["--lcores", lcores] if "@" in lcores else ["-l", lcores]),
                "--log-level=lib.eal:warning",
                "--", "--ip", APPLIANCE_IP, "--udp-port", str(UDP_PORT), "--idle", "backoff",
                # A private control socket: several appliances (and `make run`) may run at once.
@@ -146,6 +147,15 @@ class Appliance:
             line = self._next_line(deadline)
             if line.startswith("zerohopd: stats "):
                 return json.loads(line[len("zerohopd: stats "):])
+
+    def lcore_stats(self, timeout_s=10):
+        """Per rx/tx lcore counters (SIGUSR1's `lcores` line)."""
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            line = self._next_line(deadline)
+            if line.startswith("zerohopd: lcores "):
+                return json.loads(line[len("zerohopd: lcores "):])
 
     def stop(self, timeout_s=20):
         """SIGTERM, wait, and return (exit code, final counters or None)."""
