@@ -34,6 +34,17 @@
 /* How long a stopping lcore waits for the device to finish what it published. */
 #define STOP_DRAIN_US 1000000u
 
+/* The port freed a zero-copy answer: its slot can take the next lap. Runs on the lcore that owns the
+ * slot (the one whose tx queue freed the mbuf), or at port close. */
+static void answer_released(void *addr, void *opaque)
+{
+	struct dp_lcore *lc = opaque;
+	const struct zh_ring *ring = &lc->ring;
+	uint32_t idx = (uint32_t)(((uint8_t *)addr - ring->ans_base) / ring->ans_stride_bytes);
+
+	zh_ring_release(ring, &ring->slots[idx], lc->release_tickets[idx]);
+}
+
 int dp_lcore_init(struct dp_lcore *lc, struct gpu_device *dev)
 {
 	const struct zh_ring *ring = gpu_device_ring(dev);
@@ -45,6 +56,30 @@ int dp_lcore_init(struct dp_lcore *lc, struct gpu_device *dev)
 	lc->pending_tickets = rte_zmalloc("zh_pending", ring->slot_count * sizeof(uint64_t), 0);
 	lc->slot_mbufs = rte_zmalloc("zh_slot_mbufs", ring->slot_count * sizeof(struct rte_mbuf *), 0);
 	lc->inline_scratch = NULL;
+	lc->ext_pool = NULL;
+	lc->shinfo = NULL;
+	lc->release_tickets = NULL;
+	/* Zero-copy tx needs the answers' bus addresses: with IOVA as VA they are their addresses.
+	 * Otherwise (IOVA as PA) answers are copied into the request's mbuf. */
+	if (lc->zero_copy && rte_eal_iova_mode() != RTE_IOVA_VA)
+		lc->zero_copy = 0;
+	if (lc->zero_copy) {
+		char name[RTE_MEMPOOL_NAMESIZE];
+
+		snprintf(name, sizeof(name), "zh_ext_%u_%u", lc->port_id, lc->queue_idx);
+		/* One attachable mbuf per slot is enough: each holds one slot's answer. */
+		lc->ext_pool = rte_pktmbuf_pool_create(name, ring->slot_count + 64, 0, 0, 0, (int)rte_socket_id());
+		lc->shinfo = rte_zmalloc("zh_shinfo", ring->slot_count * sizeof(*lc->shinfo), RTE_CACHE_LINE_SIZE);
+		lc->release_tickets = rte_zmalloc("zh_release", ring->slot_count * sizeof(uint64_t), 0);
+		if (!lc->ext_pool || !lc->shinfo || !lc->release_tickets) {
+			dp_lcore_free(lc);
+			return -ENOMEM;
+		}
+		for (uint32_t i = 0; i < ring->slot_count; i++) {
+			lc->shinfo[i].free_cb = answer_released;
+			lc->shinfo[i].fcb_opaque = lc;
+		}
+	}
 	lc->device_clock_is_tsc = gpu_device_kind(dev) == GPU_KIND_CPU;
 	lc->ns_per_tsc_q32 = (uint64_t)(((unsigned __int128)1000000000ull << 32) / rte_get_tsc_hz());
 	memset(&lc->answers, 0, sizeof(lc->answers));
@@ -88,6 +123,13 @@ void dp_lcore_free(struct dp_lcore *lc)
 	if (lc->inline_scratch)
 		rte_free(lc->inline_scratch->model_state);
 	rte_free(lc->inline_scratch);
+	/* After the port closed: mbufs the port still held have been freed and their slots released. */
+	rte_mempool_free(lc->ext_pool);
+	rte_free(lc->shinfo);
+	rte_free(lc->release_tickets);
+	lc->ext_pool = NULL;
+	lc->shinfo = NULL;
+	lc->release_tickets = NULL;
 	lc->pending_tickets = NULL;
 	lc->slot_mbufs = NULL;
 	lc->inline_scratch = NULL;
@@ -304,6 +346,39 @@ static void record_answer(struct dp_lcore *lc, const struct zh_slot *slot, uint1
 	}
 }
 
+/*
+ * Zero-copy tx: an mbuf with no data room of its own, attached to the slot's answer buffer; the
+ * headers are written into the headroom the device left in front of the answer. NULL when it cannot
+ * (no mbuf free): the caller copies instead.
+ */
+static struct rte_mbuf *attach_answer(struct dp_lcore *lc, struct zh_slot *slot, uint64_t ticket,
+				      const struct rte_mbuf *req, const struct dp_frame_info *info, uint32_t ans_size)
+{
+	const struct zh_ring *ring = &lc->ring;
+	uint32_t idx = (uint32_t)(slot - ring->slots);
+	uint8_t *buf = ring->ans_base + (size_t)idx * ring->ans_stride_bytes;
+	uint32_t hdr_size = dp_answer_header_size(info);
+	struct rte_mbuf_ext_shared_info *sh = &lc->shinfo[idx];
+	struct rte_mbuf *z;
+
+	if (unlikely(hdr_size > ring->ans_headroom_bytes))
+		return NULL;
+	z = rte_pktmbuf_alloc(lc->ext_pool);
+	if (unlikely(!z))
+		return NULL;
+	lc->release_tickets[idx] = ticket;
+	rte_mbuf_ext_refcnt_set(sh, 1);
+	/* IOVA-as-VA (checked at init): the buffer's virtual address is what a device would use. */
+	rte_pktmbuf_attach_extbuf(z, buf, (rte_iova_t)(uintptr_t)buf, (uint16_t)ring->ans_stride_bytes, sh);
+	z->data_off = (uint16_t)(ring->ans_headroom_bytes - hdr_size);
+	uint32_t frame_size = dp_make_udp_answer_headers(&lc->self, rte_pktmbuf_mtod(req, const uint8_t *), info,
+							 buf + z->data_off, ans_size);
+	z->data_len = (uint16_t)frame_size;
+	z->pkt_len = frame_size;
+	z->port = req->port;
+	return z;
+}
+
 static uint32_t reap_done(struct dp_lcore *lc, struct rte_mbuf **tx, uint32_t *tx_count,
 			  struct dp_stats *local)
 {
@@ -327,16 +402,31 @@ static uint32_t reap_done(struct dp_lcore *lc, struct rte_mbuf **tx, uint32_t *t
 		uint32_t frame_size = 0;
 
 		record_answer(lc, slot, status, tx_tsc);
-		/* A size outside the answer buffer is a device bug; never send beyond the buffer. */
-		if (likely(ans_size > 0 && ans_size <= ring->ans_stride_bytes))
-			frame_size = dp_make_udp_answer(&lc->self, rte_pktmbuf_mtod(m, uint8_t *),
-							m->buf_len - m->data_off, &info,
-							zh_ring_answer(ring, slot), ans_size);
-		/* The answer has been copied into the frame: the slot can take the next lap. */
-		zh_ring_release(ring, slot, ticket);
 		lc->pending_head = (lc->pending_head + 1) & ring->slot_mask;
 		lc->pending_count--;
 		reaped++;
+		/* A size outside the answer buffer is a device bug; never send beyond the buffer. */
+		if (unlikely(ans_size == 0 || ans_size > zh_ring_answer_cap(ring))) {
+			zh_ring_release(ring, slot, ticket);
+			local->counters[DP_COUNTER_answers_unsent]++;
+			rte_pktmbuf_free(m);
+			continue;
+		}
+		struct rte_mbuf *z = lc->zero_copy ? attach_answer(lc, slot, ticket, m, &info, ans_size) : NULL;
+		if (likely(z != NULL)) {
+			/* Sent where the device wrote it; the slot goes back when the port frees z. */
+			rte_pktmbuf_free(m);
+			m = z;
+			frame_size = z->pkt_len;
+			local->counters[DP_COUNTER_answers_zero_copy]++;
+		} else {
+			frame_size = dp_make_udp_answer(&lc->self, rte_pktmbuf_mtod(m, uint8_t *),
+							m->buf_len - m->data_off, &info,
+							zh_ring_answer(ring, slot), ans_size);
+			/* The answer has been copied into the frame: the slot can take the next lap. */
+			zh_ring_release(ring, slot, ticket);
+			local->counters[DP_COUNTER_answers_copied]++;
+		}
 		if (unlikely(frame_size == 0)) {
 			local->counters[DP_COUNTER_answers_unsent]++;
 			rte_pktmbuf_free(m);

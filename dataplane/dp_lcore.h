@@ -33,7 +33,9 @@
 	X(served_inline, "requests this lcore served itself (inline mode)")       \
 	X(device_stalled, "requests answered internal because the device stalled") \
 	X(device_unmapped, "requests answered internal: payload not visible to the device") \
-	X(draining, "requests answered draining")
+	X(draining, "requests answered draining")                                  \
+	X(answers_zero_copy, "answers sent from the device's answer buffer")     \
+	X(answers_copied, "answers copied into the request's mbuf")
 
 enum dp_counter {
 #define DP_X(name, text) DP_COUNTER_##name,
@@ -90,6 +92,12 @@ struct dp_lcore {
 	uint32_t pending_head;            /* oldest, index into pending_tickets (mod slot_count) */
 	uint32_t pending_count;
 	struct rte_mbuf **slot_mbufs;     /* [ring.slot_count] */
+	/* Zero-copy tx (answers sent where the device wrote them): set before dp_lcore_init, which
+	 * clears it where the port cannot take it. */
+	int zero_copy;
+	struct rte_mempool *ext_pool;     /* mbufs without data room, attached to answer buffers */
+	struct rte_mbuf_ext_shared_info *shinfo; /* [ring.slot_count] */
+	uint64_t *release_tickets;        /* [ring.slot_count] the ticket to release when freed */
 	/* Inline mode: this lcore's scratch for the device loop; NULL otherwise. */
 	struct krn_scratch *inline_scratch;
 	int device_healthy;               /* the watchdog's verdict, read once per burst */

@@ -82,7 +82,7 @@ static int udp_checksum_ok(const struct rte_ipv4_hdr *ip, const struct rte_udp_h
 		return 0;
 	/* The pseudo-header (both addresses, the protocol, the UDP length), then the datagram as far as
 	 * the UDP length goes. Words are summed as they lie in memory, the constants converted to match;
-	 * the partial sums of the even-sized pieces add up to the sum of the whole. */
+	 * every piece but the last is of even size, so the pieces' sums add up to the sum of the whole. */
 	sum = rte_raw_cksum(&ip->src_addr, 2 * sizeof(rte_be32_t));
 	sum += rte_cpu_to_be_16(IPPROTO_UDP);
 	sum += udp->dgram_len;
@@ -225,27 +225,35 @@ uint32_t dp_make_icmp_reply(const struct dp_self *self, uint8_t *frame, const st
 	return info->l3_offset + rte_be_to_cpu_16(ip->total_length);
 }
 
-uint32_t dp_make_udp_answer(const struct dp_self *self, uint8_t *frame, uint32_t frame_cap,
-			    const struct dp_frame_info *info, const uint8_t *ans, uint32_t ans_size)
+/* Who an answer goes back to, read from the request before anything overwrites it. */
+struct reply_to {
+	struct rte_ether_addr mac;
+	rte_be32_t ip;
+	rte_be16_t port;
+};
+
+static void read_reply_to(const uint8_t *req, const struct dp_frame_info *info, struct reply_to *rt)
 {
-	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)frame;
-	const struct rte_ipv4_hdr *req_ip = (const struct rte_ipv4_hdr *)(frame + info->l3_offset);
-	const struct rte_udp_hdr *req_udp = (const struct rte_udp_hdr *)(frame + info->l4_offset);
-	uint32_t ip_offset = info->l3_offset;
-	uint32_t frame_size = ip_offset + IPV4_HDR_MIN_SIZE + UDP_HDR_SIZE + ans_size;
-	/* Read what the answer needs from the request before the new headers overwrite it (the
-	 * request may have carried IP options, so the new headers do not line up with the old). */
-	rte_be32_t client_ip = req_ip->src_addr;
-	rte_be16_t client_port = req_udp->src_port;
+	const struct rte_ether_hdr *eth = (const struct rte_ether_hdr *)req;
+	const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)(req + info->l3_offset);
+	const struct rte_udp_hdr *udp = (const struct rte_udp_hdr *)(req + info->l4_offset);
 
-	if (frame_size > frame_cap || frame_size > UINT16_MAX)
-		return 0;
-	rte_ether_addr_copy(&eth->src_addr, &eth->dst_addr);
+	rte_ether_addr_copy(&eth->src_addr, &rt->mac);
+	rt->ip = ip->src_addr;
+	rt->port = udp->src_port;
+}
+
+/* The answer's headers at out: the request's L2 header (a VLAN tag stays) with the addresses turned
+ * around, a fresh IPv4 header without options, UDP; the answer is already at the UDP payload. */
+static void write_answer_headers(const struct dp_self *self, const struct reply_to *rt, uint32_t l3_offset,
+				 uint8_t *out, uint32_t ans_size)
+{
+	struct rte_ether_hdr *eth = (struct rte_ether_hdr *)out;
+	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(out + l3_offset);
+	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(out + l3_offset + IPV4_HDR_MIN_SIZE);
+
+	rte_ether_addr_copy(&rt->mac, &eth->dst_addr);
 	rte_ether_addr_copy(&self->mac, &eth->src_addr);
-
-	struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(frame + ip_offset);
-	struct rte_udp_hdr *udp = (struct rte_udp_hdr *)(frame + ip_offset + IPV4_HDR_MIN_SIZE);
-
 	ip->version_ihl = RTE_IPV4_VHL_DEF;
 	ip->type_of_service = 0;
 	ip->total_length = rte_cpu_to_be_16((uint16_t)(IPV4_HDR_MIN_SIZE + UDP_HDR_SIZE + ans_size));
@@ -254,14 +262,48 @@ uint32_t dp_make_udp_answer(const struct dp_self *self, uint8_t *frame, uint32_t
 	ip->time_to_live = REPLY_TTL;
 	ip->next_proto_id = IPPROTO_UDP;
 	ip->src_addr = self->ip;
-	ip->dst_addr = client_ip;
+	ip->dst_addr = rt->ip;
 	ip->hdr_checksum = 0;
 	ip->hdr_checksum = rte_ipv4_cksum(ip);
 	udp->src_port = self->udp_port;
-	udp->dst_port = client_port;
+	udp->dst_port = rt->port;
 	udp->dgram_len = rte_cpu_to_be_16((uint16_t)(UDP_HDR_SIZE + ans_size));
-	memcpy(udp + 1, ans, ans_size);
 	udp->dgram_cksum = 0;
 	udp->dgram_cksum = rte_ipv4_udptcp_cksum(ip, udp);
+}
+
+uint32_t dp_answer_header_size(const struct dp_frame_info *info)
+{
+	return info->l3_offset + IPV4_HDR_MIN_SIZE + UDP_HDR_SIZE;
+}
+
+uint32_t dp_make_udp_answer(const struct dp_self *self, uint8_t *frame, uint32_t frame_cap,
+			    const struct dp_frame_info *info, const uint8_t *ans, uint32_t ans_size)
+{
+	uint32_t hdr_size = dp_answer_header_size(info);
+	uint32_t frame_size = hdr_size + ans_size;
+	struct reply_to rt;
+
+	if (frame_size > frame_cap || frame_size > UINT16_MAX)
+		return 0;
+	/* Read first: with IP options the new headers do not line up with the old, and the answer
+	 * may land where the request's UDP header was. */
+	read_reply_to(frame, info, &rt);
+	memcpy(frame + hdr_size, ans, ans_size);
+	write_answer_headers(self, &rt, info->l3_offset, frame, ans_size);
 	return frame_size;
+}
+
+uint32_t dp_make_udp_answer_headers(const struct dp_self *self, const uint8_t *req, const struct dp_frame_info *info,
+				    uint8_t *out, uint32_t ans_size)
+{
+	uint32_t hdr_size = dp_answer_header_size(info);
+	struct reply_to rt;
+
+	if (hdr_size + ans_size > UINT16_MAX)
+		return 0;
+	read_reply_to(req, info, &rt);
+	memcpy(out, req, info->l3_offset); /* the L2 header, VLAN tag and all */
+	write_answer_headers(self, &rt, info->l3_offset, out, ans_size);
+	return hdr_size + ans_size;
 }

@@ -110,6 +110,16 @@ uint32_t dp_make_icmp_reply(const struct dp_self *self, uint8_t *frame, const st
 uint32_t dp_make_udp_answer(const struct dp_self *self, uint8_t *frame, uint32_t frame_cap,
 			    const struct dp_frame_info *info, const uint8_t *ans, uint32_t ans_size);
 
+/* Bytes of the answer's headers for a request classified as info (L2 as received, IPv4, UDP). */
+uint32_t dp_answer_header_size(const struct dp_frame_info *info);
+
+/*
+ * Zero-copy: the answer already lies at out + dp_answer_header_size(info); write its headers in front
+ * of it, taking the addresses from the request frame `req`. Returns the frame size, or 0 if too large.
+ */
+uint32_t dp_make_udp_answer_headers(const struct dp_self *self, const uint8_t *req, const struct dp_frame_info *info,
+				    uint8_t *out, uint32_t ans_size);
+
 const char *dp_drop_key(enum dp_drop drop);
 
 #endif /* DP_PARSE_H */

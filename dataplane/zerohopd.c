@@ -65,6 +65,7 @@ struct options {
 	uint32_t stop_deadline_ms;
 	uint32_t run_state_mib;
 	uint32_t queue_count;       /* rx/tx queue pairs, one rx/tx lcore each */
+	int tx_copy;                /* copy answers into the request mbuf instead of attaching them */
 };
 
 static volatile sig_atomic_t quit_signal;
@@ -105,6 +106,8 @@ static void usage(FILE *out)
 		"  --run-state-mib N    run state (KV cache) per consumer, MiB, for models loaded later (default 16)\n"
 		"  --queues N           rx/tx queue pairs, one rx/tx lcore each (default 1; RSS spreads flows\n"
 		"                       where the port has it; af_packet needs qpairs=N in its --vdev)\n"
+		"  --tx-copy            copy answers into the request's mbuf (default: send them zero-copy,\n"
+		"                       attached where the device wrote them, when the port allows)\n"
 		"  --config FILE        an INI configuration file (docs/MGMT.md); options given here override it\n"
 		"  --check-config FILE  validate FILE and exit: 0 valid, 1 not (each error with its line)\n"
 		"  --allow ADDR/LEN     answer only sources in this IPv4 prefix (repeat for up to 64; default: all)\n"
@@ -202,7 +205,7 @@ static int parse_options(int argc, char **argv, struct options *opt, const struc
 {
 	enum { O_IP = 256, O_UDP_PORT, O_PORT, O_DEVICE, O_WORKERS, O_WORKER_CORES, O_RING_SLOTS, O_IDLE,
 	       O_MODEL, O_STATS, O_CUDA_BLOCKS, O_STALL_MS, O_CTL_SOCKET, O_HTTP_PORT, O_MAX_CONN, O_STOP_DEADLINE,
-	       O_RUN_STATE, O_CONFIG, O_QUEUES, O_ALLOW, O_HELP };
+	       O_RUN_STATE, O_CONFIG, O_QUEUES, O_TX_COPY, O_ALLOW, O_HELP };
 	static const struct option longopts[] = {
 		{ "ip", required_argument, NULL, O_IP },
 		{ "udp-port", required_argument, NULL, O_UDP_PORT },
@@ -223,6 +226,7 @@ static int parse_options(int argc, char **argv, struct options *opt, const struc
 		{ "run-state-mib", required_argument, NULL, O_RUN_STATE },
 		{ "config", required_argument, NULL, O_CONFIG },
 		{ "queues", required_argument, NULL, O_QUEUES },
+		{ "tx-copy", no_argument, NULL, O_TX_COPY },
 		{ "allow", required_argument, NULL, O_ALLOW },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
@@ -341,6 +345,9 @@ static int parse_options(int argc, char **argv, struct options *opt, const struc
 			break;
 		case O_CONFIG:
 			break; /* read before the options, so that they override it */
+		case O_TX_COPY:
+			opt->tx_copy = 1;
+			break;
 		case O_QUEUES:
 			if (parse_u32(optarg, 1, DP_QUEUES_MAX, &opt->queue_count))
 				goto bad;
@@ -687,6 +694,7 @@ int main(int argc, char **argv)
 		lc->self.ip = opt.ip.s_addr;
 		lc->self.udp_port = rte_cpu_to_be_16(opt.udp_port);
 		lc->acl = opt.acl;
+		lc->zero_copy = !opt.tx_copy;
 		rc = dp_lcore_init(lc, dev);
 		if (rc) {
 			fprintf(stderr, "zerohopd: lcore state: %s\n", strerror(-rc));
@@ -755,9 +763,11 @@ int main(int argc, char **argv)
 	rc = 0;
 out_lcores:
 	mgmt_close(mgmt);
+	/* The port first: closing it frees the answers it still holds, which releases their slots
+	 * through the lcores' zero-copy state. */
+	dp_port_close(&port);
 	for (uint32_t i = 0; i < lcore_count; i++)
 		dp_lcore_free(&lcores[i]);
-	dp_port_close(&port);
 out_dev:
 	/* The device's tables hold references to the models: give them back before the registry's. */
 	if (dev) {

@@ -259,6 +259,8 @@ extern "C" int gpu_cuda_open(const struct gpu_cuda_params *params, struct gpu_cu
 	host_view->slot_mask = params->slot_count - 1;
 	host_view->lap_shift = (uint32_t)__builtin_ctz(params->slot_count);
 	host_view->ans_stride_bytes = params->ans_stride_bytes;
+	host_view->ans_headroom_bytes = params->ans_stride_bytes >= ZH_ANS_HEADROOM_BYTES + ZH_ANS_MAX_BYTES ?
+					ZH_ANS_HEADROOM_BYTES : 0;
 	c->dev_view = *host_view;
 	c->dev_view.prod_ticket = (struct zh_ring_ticket *)c->ring_dev;
 	c->dev_view.cons_ticket = c->cons_ticket_dev;

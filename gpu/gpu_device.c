@@ -282,7 +282,8 @@ static int is_power_of_two(uint32_t v)
  * word is lap 0, FREE: the state of every slot before the first ticket. */
 static int ring_alloc(struct gpu_device *dev, uint32_t slot_count)
 {
-	uint32_t ans_stride = (ZH_ANS_MAX_BYTES + ZH_CACHE_LINE_SIZE - 1) & ~(ZH_CACHE_LINE_SIZE - 1u);
+	uint32_t ans_stride = (ZH_ANS_HEADROOM_BYTES + ZH_ANS_MAX_BYTES + ZH_CACHE_LINE_SIZE - 1) &
+			      ~(ZH_CACHE_LINE_SIZE - 1u);
 	size_t tickets_size = 2 * sizeof(struct zh_ring_ticket);
 	size_t slots_size = (size_t)slot_count * sizeof(struct zh_slot);
 	size_t total = tickets_size + slots_size + (size_t)slot_count * ans_stride;
@@ -300,6 +301,7 @@ static int ring_alloc(struct gpu_device *dev, uint32_t slot_count)
 	dev->ring.slot_mask = slot_count - 1;
 	dev->ring.lap_shift = (uint32_t)__builtin_ctz(slot_count);
 	dev->ring.ans_stride_bytes = ans_stride;
+	dev->ring.ans_headroom_bytes = ZH_ANS_HEADROOM_BYTES;
 	return 0;
 }
 
@@ -329,7 +331,8 @@ static int resolve_kind(enum gpu_kind asked, enum gpu_kind *out, char why[GPU_WH
 
 static int cuda_open(struct gpu_device *dev, const struct gpu_config *cfg, char why[GPU_WHY_SIZE])
 {
-	uint32_t ans_stride = (ZH_ANS_MAX_BYTES + ZH_CACHE_LINE_SIZE - 1) & ~(ZH_CACHE_LINE_SIZE - 1u);
+	uint32_t ans_stride = (ZH_ANS_HEADROOM_BYTES + ZH_ANS_MAX_BYTES + ZH_CACHE_LINE_SIZE - 1) &
+			      ~(ZH_CACHE_LINE_SIZE - 1u);
 	struct gpu_cuda_params params = {
 		.gpudirect = dev->kind == GPU_KIND_CUDA_GPUDIRECT,
 		.device_idx = 0,

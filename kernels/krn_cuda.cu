@@ -33,7 +33,7 @@ static __device__ void serve_claimed(const struct zh_ring *ring, const struct kr
 	__syncthreads();
 	if (threadIdx.x == 0) {
 		uint16_t status = ZH_STATUS_INTERNAL;
-		uint32_t size = krn_serve_encode(mine, zh_ring_answer(ring, slot), ring->ans_stride_bytes, slot, &status);
+		uint32_t size = krn_serve_encode(mine, zh_ring_answer(ring, slot), zh_ring_answer_cap(ring), slot, &status);
 
 		slot->ans_size_bytes = size;
 		slot->ans_status = status;

@@ -379,7 +379,7 @@ ZH_HD int krn_loop_step(const struct zh_ring *ring, const struct krn_models *mod
 	uint16_t status = ZH_STATUS_INTERNAL;
 	uint8_t *ans = zh_ring_answer(ring, slot);
 	const uint8_t *req = (const uint8_t *)(uintptr_t)slot->req_addr;
-	uint32_t size = krn_serve_request(models, req, slot->req_size_bytes, ans, ring->ans_stride_bytes,
+	uint32_t size = krn_serve_request(models, req, slot->req_size_bytes, ans, zh_ring_answer_cap(ring),
 					  scratch, slot, &status);
 
 	slot->ans_size_bytes = size;

@@ -85,8 +85,15 @@ struct zh_ring {
 	uint32_t slot_count;                /* power of two, ZH_RING_SLOTS_MIN..ZH_RING_SLOTS_MAX */
 	uint32_t slot_mask;                 /* slot_count - 1 */
 	uint32_t lap_shift;                 /* log2(slot_count) */
-	uint32_t ans_stride_bytes;          /* bytes per answer buffer, multiple of 64, >= ZH_ANS_MAX_BYTES */
+	uint32_t ans_stride_bytes;          /* bytes per answer buffer, headroom included, multiple of 64 */
+	uint32_t ans_headroom_bytes;        /* bytes before each answer, where the tx side writes the
+					     * Ethernet/IPv4/UDP headers to send the answer where it lies */
 };
+
+/* Headroom the host runtimes leave before each answer: room for Ethernet (with one VLAN tag), IPv4
+ * and UDP headers, rounded to a cache line. */
+#define ZH_ANS_HEADROOM_BYTES 64u
+ZH_STATIC_ASSERT(ZH_ANS_HEADROOM_BYTES >= 18u + 20u + 8u, "the headroom holds the answer's headers");
 
 static inline ZH_HD uint64_t zh_ring_lap(const struct zh_ring *ring, uint64_t ticket)
 {
@@ -100,7 +107,13 @@ static inline ZH_HD struct zh_slot *zh_ring_slot(const struct zh_ring *ring, uin
 
 static inline ZH_HD uint8_t *zh_ring_answer(const struct zh_ring *ring, const struct zh_slot *slot)
 {
-	return ring->ans_base + (size_t)(slot - ring->slots) * ring->ans_stride_bytes;
+	return ring->ans_base + (size_t)(slot - ring->slots) * ring->ans_stride_bytes + ring->ans_headroom_bytes;
+}
+
+/* Bytes an answer may take. */
+static inline ZH_HD uint32_t zh_ring_answer_cap(const struct zh_ring *ring)
+{
+	return ring->ans_stride_bytes - ring->ans_headroom_bytes;
 }
 
 /*

@@ -111,3 +111,25 @@ def test_cuda_kinds_refuse_without_a_gpu(net, build, kind):
                           "--", "--device", kind], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert f"{kind} cannot run: no CUDA driver (cudaErrorInsufficientDriver, 35)" in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("mode", ["zero_copy", "copied"])
+def test_tx_answers_recycle_their_slots(net, build, mode):
+    # Eight slots and 2000 answers: a slot kept by a sent answer (zero-copy) must come back when the
+    # port frees the frame, or the ring fills and requests turn busy.
+    extra = ["--ring-slots", "8"] + (["--tx-copy"] if mode == "copied" else [])
+    app = Appliance(build, net, extra_args=extra)
+    try:
+        client = Client(net)
+        answers = pipelined(client, 2000, window=4)
+        client.close()
+        assert all(a["status"] == 0 for a in answers.values())
+        stats = app.stats()
+        assert stats["busy"] == 0
+        assert stats["answers_" + mode] >= 2000
+        other = "answers_copied" if mode == "zero_copy" else "answers_zero_copy"
+        assert stats[other] == 0
+    finally:
+        rc, _ = app.stop()
+    assert rc == 0
