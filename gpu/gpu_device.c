@@ -31,6 +31,8 @@
 /* Test-only knob: a cpu worker stops beating and serving after this many requests, so the tests can
  * watch the watchdog turn a stalled device into `internal` answers. */
 #define TEST_STALL_ENV "ZH_TEST_STALL_AFTER_REQUESTS"
+/* Test-only knob: every request's compute takes this many more microseconds (cpu workers). */
+#define TEST_DELAY_ENV "ZH_TEST_COMPUTE_DELAY_US"
 
 struct gpu_worker {
 	pthread_t thread;
@@ -273,6 +275,21 @@ uint64_t gpu_device_model_state_floats(const struct gpu_device *dev)
 	return dev->model_state_floats;
 }
 
+/* TSC ticks per microsecond, measured once against CLOCK_MONOTONIC (for the test knob only). */
+static uint64_t tsc_per_us(void)
+{
+	struct timespec a, b;
+	uint64_t t0, t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	t0 = zh_dclk_now();
+	do {
+		clock_gettime(CLOCK_MONOTONIC, &b);
+	} while ((b.tv_sec - a.tv_sec) * 1000000000ll + (b.tv_nsec - a.tv_nsec) < 10000000ll);
+	t1 = zh_dclk_now();
+	return (t1 - t0) / 10000u;
+}
+
 static int is_power_of_two(uint32_t v)
 {
 	return v && !(v & (v - 1));
@@ -401,6 +418,10 @@ int gpu_device_open(const struct gpu_config *cfg, struct gpu_device **out, char 
 	const char *stall = getenv(TEST_STALL_ENV);
 	if (stall)
 		dev->test_stall_after = strtoull(stall, NULL, 10);
+	const char *delay = getenv(TEST_DELAY_ENV);
+	uint64_t delay_dclk = 0;
+	if (delay)
+		delay_dclk = strtoull(delay, NULL, 10) * tsc_per_us();
 	if (dev->kind != GPU_KIND_CPU) {
 		/* The CUDA kinds have no cpu workers: the persistent kernel is the device loop. */
 		rc = cuda_open(dev, cfg, why);
@@ -421,6 +442,7 @@ int gpu_device_open(const struct gpu_config *cfg, struct gpu_device **out, char 
 		w->dev = dev;
 		w->core = cfg->worker_cores[i];
 		w->consumer_idx = (uint32_t)gpu_device_add_consumer(dev);
+		w->scratch.test_delay_dclk = delay_dclk;
 		if (cfg->model_state_floats == 0)
 			continue;
 		/* Each worker serves one request at a time with a KV cache of its own. */

@@ -364,6 +364,14 @@ ZH_HD uint32_t krn_serve_request(const struct krn_models *models, const uint8_t 
 {
 	krn_serve_prepare(models, req_bytes, req_size_bytes, scratch);
 	krn_serve_run(scratch, 0, 1);
+	/* Test-only knob (ZH_TEST_COMPUTE_DELAY_US on the cpu device): a known delay inside the compute
+	 * stage, so that a stage-by-stage probe can be shown to put it there and nowhere else. */
+	if (scratch->test_delay_dclk) {
+		uint64_t until = zh_dclk_now() + scratch->test_delay_dclk;
+
+		while (zh_dclk_now() < until)
+			zh_cpu_relax();
+	}
 	return krn_serve_encode(scratch, ans, ans_cap_bytes, slot, status);
 }
 
