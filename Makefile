@@ -168,8 +168,16 @@ clean:
 # (BENCH_RING_ARGS="--seconds 20" etc. are passed on); `make bench` runs every benchmark.
 BENCH_RING_ARGS ?=
 
-.PHONY: bench bench-ring bench-llama
-bench: bench-ring bench-llama
+.PHONY: bench bench-ring bench-llama bench-path
+bench: bench-ring bench-llama bench-path
+
+# The whole path on one core beside a 5-tuple-swap forwarder, on an in-process ring port.
+bench-path: $(BUILD)/bench/bench_path
+	$(BUILD)/bench/bench_path $(BENCH_PATH_ARGS)
+
+$(BUILD)/bench/bench_path: $(BUILD)/tests/bench/bench_path.o $(DP_OBJS) $(BUILD)/dataplane/dp_acl.o $(GPU_OBJS) $(KERNEL_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) -lrte_net_ring $(CUDA_LIBS) $(LDLIBS)
 
 # CPU forward speed on stories260K, one thread, the chosen matrix kernel beside the portable one.
 bench-llama: $(BUILD)/bench/bench_llama

@@ -19,6 +19,8 @@ packages=(
 	clang-14 libclang-rt-14-dev   # libFuzzer and sanitizer runtimes
 	libjson-c-dev                 # json-c: model config.json and safetensors headers; the test suite JSON
 	python3-msgpack python3-scapy python3-pytest python3-numpy
+	# bench
+	gnuplot-nox                   # zerohop-bench --plot and bench-latency's percentile plots
 )
 
 if [ "$(id -u)" != 0 ]; then

@@ -1148,11 +1148,7 @@ struct pci_chain {
 /* Whether a path component names a host bridge: "pci" DDDD ":" BB. */
 static bool is_host_bridge(const char *name)
 {
-	unsigned dom, bus;
-	char tail;
-
-	return strncmp(name, "pci", 3) == 0 && strlen(name) == 10 &&
-	       sscanf(name + 3, "%4x:%2x%c", &dom, &bus, &tail) == 2;
+	return matches_hex_pattern(name, "pcixxxx:xx");
 }
 
 /* Resolves /sys/bus/pci/devices/BDF into its chain of bridges (the upstream path in sysfs). */

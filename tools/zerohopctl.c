@@ -14,6 +14,7 @@
  * Exit status: 0 ok, 1 the appliance answered with an error status, 2 usage error, 3 cannot connect,
  * timeout, malformed reply (or no zerohop-doctor).
  */
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -55,6 +56,8 @@
 #define CTL_CONNECT_RETRY_MS 10
 /* msgpack-c stops unpacking deeper than 32 levels; this is a second bound for the printer. */
 #define JSON_DEPTH_MAX 64
+/* Columns of the widest table (the stage table). */
+#define TABLE_COLS_MAX 8
 /* Arguments a command takes at most (reload NAME PATH). */
 #define CMD_ARGS_MAX 2
 
@@ -450,6 +453,7 @@ struct table {
 
 static void table_init(struct table *t, uint32_t cols, uint32_t right_mask)
 {
+	assert(cols <= TABLE_COLS_MAX);
 	t->cols = cols;
 	t->rows = 0;
 	t->right_mask = right_mask;
@@ -477,10 +481,10 @@ static size_t text_width(const char *s)
 
 static void table_print(const struct table *t, const char *indent)
 {
-	size_t width[16] = { 0 };
+	size_t width[TABLE_COLS_MAX] = { 0 };
 
 	for (uint32_t r = 0; r < t->rows; r++)
-		for (uint32_t c = 0; c < t->cols && c < ZH_ARRAY_SIZE(width); c++) {
+		for (uint32_t c = 0; c < t->cols; c++) {
 			size_t w = text_width(t->cells[(size_t)r * t->cols + c]);
 			if (w > width[c])
 				width[c] = w;

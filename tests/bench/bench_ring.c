@@ -901,6 +901,7 @@ static int zh_ring_build(struct bench *b)
 	b->zh.slot_mask = RING_SLOTS - 1;
 	b->zh.lap_shift = (uint32_t)__builtin_ctz(RING_SLOTS);
 	b->zh.ans_stride_bytes = ans_stride;
+	b->zh.ans_headroom_bytes = 0;
 	return 0;
 }
 

@@ -300,3 +300,42 @@ def test_unload_default_and_last(net, app, versions, client):
     # Put rank back for whatever runs next.
     assert ctl(app, "load", "rank", f"{app.dir}/v1").returncode == 0
     assert close_to(score(client, "rank"), v1)
+
+
+def test_load_waits_for_its_files_without_blocking_the_loop(net, app, versions, client):
+    """config.json is a FIFO: the load stays in progress until the test writes it. Meanwhile the
+    management plane answers, a second load is refused busy, and requests are served."""
+    v1, v2 = versions
+    d = f"{app.dir}/slow"
+    os.makedirs(d)
+    shutil.copy(f"{app.dir}/v2/model.safetensors", d)
+    with open(f"{app.dir}/v2/config.json", "rb") as f:
+        config = f.read()
+    os.mkfifo(f"{d}/config.json")
+    slow = subprocess.Popen([f"{ROOT}/{app.build}/zerohopctl", "--socket", app.sock, "load", "slow", d],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        assert slow.poll() is None, slow.communicate()
+        started = time.monotonic()
+        assert ctl(app, "status").returncode == 0
+        assert time.monotonic() - started < 1.0
+        busy = ctl(app, "load", "other", f"{app.dir}/v1")
+        assert busy.returncode == 1 and "(status 5, busy)" in busy.stderr, busy
+        assert close_to(score(client), v1)
+        # The reader waits in open(): this open finds it, and the load goes on.
+        fd = os.open(f"{d}/config.json", os.O_WRONLY | os.O_NONBLOCK)
+        os.write(fd, config)
+        os.close(fd)
+        out, err = slow.communicate(timeout=60)
+        assert slow.returncode == 0, err
+    finally:
+        if slow.poll() is None:
+            try:
+                os.close(os.open(f"{d}/config.json", os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
+            slow.kill()
+            slow.wait()
+    assert close_to(score(client, "slow"), v2)
+    assert ctl(app, "unload", "slow").returncode == 0

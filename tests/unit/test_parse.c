@@ -566,6 +566,41 @@ static void answer_case(int line, int tagged, uint32_t ihl, uint32_t req_payload
 	free(buf);
 }
 
+/* Zero-copy: the answer already lies in another buffer, past room for its headers; the headers are
+ * written in front of it from the request, which stays as it was. */
+static void answer_headers_case(int line, int tagged, uint32_t ihl, uint32_t ans_size)
+{
+	static uint8_t f[FRAME_MAX];
+	static uint8_t ans[FRAME_MAX];
+	struct dp_self self = ours();
+	struct dp_frame_info info;
+	struct spec s = udp_spec(50);
+
+	s.ihl = ihl;
+	uint32_t n = build_udp(f, &s);
+	uint32_t l2 = tagged ? ETH_VLAN_HDR : ETH_HDR;
+	if (tagged)
+		n = tag_frame(f, n, RTE_ETHER_TYPE_VLAN, TEST_TCI);
+	CHECK_U64_AT(line, classify_exact(&self, f, n, &info), DP_VERDICT_REQUEST);
+	uint32_t hdr = dp_answer_header_size(&info);
+	CHECK_U64_AT(line, hdr, l2 + 20 + UDP_HDR);
+	payload_fill(ans, ans_size, 0x33);
+
+	uint8_t *req = dup_exact(f, n);
+	uint8_t *out = calloc(1, hdr + ans_size);
+	if (!out) {
+		CHECK_AT(line, !"calloc");
+		free(req);
+		return;
+	}
+	memcpy(out + hdr, ans, ans_size);
+	uint32_t size = dp_make_udp_answer_headers(&self, req, &info, out, ans_size);
+	check_udp_answer(line, out, size, l2, ans, ans_size);
+	CHECK_AT(line, memcmp(req, f, n) == 0);
+	free(out);
+	free(req);
+}
+
 static void test_udp_answer(void)
 {
 	/* Options in the request (ihl 6 and the largest, 15): the answer has a plain 20-byte header. */
@@ -584,6 +619,7 @@ static void test_udp_answer(void)
 			for (int tagged = 0; tagged <= 1; tagged++) {
 				answer_case(__LINE__, tagged, ihls[i], 33, ans_sizes[k]);
 				answer_case(__LINE__, tagged, ihls[i], 1400, ans_sizes[k]);
+				answer_headers_case(__LINE__, tagged, ihls[i], ans_sizes[k]);
 			}
 		}
 	}

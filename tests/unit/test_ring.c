@@ -158,6 +158,7 @@ static int test_ring_init(struct test_ring *tr, uint32_t slot_count)
 	tr->ring.slot_mask = slot_count - 1;
 	tr->ring.lap_shift = (uint32_t)__builtin_ctz(slot_count);
 	tr->ring.ans_stride_bytes = ANS_STRIDE_BYTES;
+	tr->ring.ans_headroom_bytes = 0; /* the test reads answers where they start */
 	return 0;
 }
 
