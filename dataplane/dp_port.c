@@ -49,6 +49,8 @@ int dp_port_open(struct dp_port *port, uint16_t port_id, uint16_t queue_count, u
 		return -EINVAL;
 	}
 	memset(&conf, 0, sizeof(conf));
+	/* Checksums the port verifies itself arrive as mbuf flags; the rest are checked in software. */
+	conf.rxmode.offloads |= info.rx_offload_capa & (RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM);
 	/* Spread flows over the queues by the UDP 4-tuple where the port hashes; a port that does
 	 * not (af_packet: the kernel's fanout hash does it) gets no RSS configuration. */
 	uint64_t rss = info.flow_type_rss_offloads & (RTE_ETH_RSS_IPV4 | RTE_ETH_RSS_NONFRAG_IPV4_UDP);
