@@ -53,15 +53,21 @@ static inline void dp_hist_record(struct dp_hist *h, uint64_t ns)
 		__atomic_store_n(&h->max_ns, ns, __ATOMIC_RELAXED);
 }
 
+/* Sum `from` into `to` while its writer may be adding to it: the count is taken from the buckets
+ * copied, not from `from->count`, so that the copy is consistent with itself (cumulative buckets end
+ * at the count) even when it catches the writer between a bucket and the count. */
 static inline void dp_hist_add(struct dp_hist *to, const struct dp_hist *from)
 {
-	to->count += __atomic_load_n(&from->count, __ATOMIC_RELAXED);
 	to->sum_ns += __atomic_load_n(&from->sum_ns, __ATOMIC_RELAXED);
 	uint64_t mx = __atomic_load_n(&from->max_ns, __ATOMIC_RELAXED);
 	if (mx > to->max_ns)
 		to->max_ns = mx;
-	for (uint32_t i = 0; i < DP_HIST_BUCKETS; i++)
-		to->buckets[i] += __atomic_load_n(&from->buckets[i], __ATOMIC_RELAXED);
+	for (uint32_t i = 0; i < DP_HIST_BUCKETS; i++) {
+		uint64_t b = __atomic_load_n(&from->buckets[i], __ATOMIC_RELAXED);
+
+		to->buckets[i] += b;
+		to->count += b;
+	}
 }
 
 /* The value at quantile q (0..1): the upper bound of the bucket holding that rank, capped at max. */

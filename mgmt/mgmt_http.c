@@ -264,7 +264,7 @@ void mgmt_http_handle(struct mgmt *m, struct mgmt_conn *c)
 		respond_text(c, 404, "Not Found", "not found\n");
 		return;
 	}
-	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+	if (strcmp(method, "GET") != 0) {
 		respond_text(c, 405, "Method Not Allowed", "only GET\n");
 		return;
 	}
@@ -284,16 +284,5 @@ void mgmt_http_handle(struct mgmt *m, struct mgmt_conn *c)
 		respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", body, body_len);
 	} else {
 		respond_text(c, 500, "Internal Server Error", "metrics larger than the send buffer\n");
-	}
-	if (strcmp(method, "HEAD") == 0 && c->tx_len > 0) {
-		/* HEAD: the same head, no body. */
-		const uint8_t *hdr_end = NULL;
-		for (uint32_t i = 0; i + 3 < c->tx_len; i++)
-			if (memcmp(c->tx + i, "\r\n\r\n", 4) == 0) {
-				hdr_end = c->tx + i + 4;
-				break;
-			}
-		if (hdr_end)
-			c->tx_len = (uint32_t)(hdr_end - c->tx);
 	}
 }
