@@ -59,6 +59,8 @@ run: try, in another terminal:
     $story
     $client --tokenizer models/stories260K/tok512.bin --prompt 'Once upon a time' --max-new 60 --temperature 0.8 --seed 7
     $client --model echo 1 2 3
+    $build/zerohopctl status;  $build/zerohopctl models;  $build/zerohopctl stats
+    ip netns exec $APP_NS curl -s 127.0.0.1:9100/metrics
 
 run: Ctrl-C stops the appliance and removes the dev network.
 MSG
