@@ -168,8 +168,18 @@ clean:
 # (BENCH_RING_ARGS="--seconds 20" etc. are passed on); `make bench` runs every benchmark.
 BENCH_RING_ARGS ?=
 
-.PHONY: bench bench-ring bench-llama bench-path
-bench: bench-ring bench-llama bench-path
+.PHONY: bench bench-ring bench-llama bench-path bench-ranker
+bench: bench-ring bench-llama bench-path bench-ranker
+
+# The ranker's serving path in-process beside echo's, for a stated shape (a random model).
+BENCH_RANKER_SHAPE ?= --vocab 100000 --embedding-dim 32 --dense 16 --hidden 256,128 --outputs 1
+bench-ranker: $(BUILD)/bench/bench_ranker $(BUILD)/zerohop-mkmodel
+	$(BUILD)/zerohop-mkmodel ranker $(BUILD)/bench/ranker-model --seed 1 $(BENCH_RANKER_SHAPE) >/dev/null
+	$(BUILD)/bench/bench_ranker $(BUILD)/bench/ranker-model $(BENCH_RANKER_ARGS)
+
+$(BUILD)/bench/bench_ranker: $(BUILD)/tests/bench/bench_ranker.o $(BUILD)/mgmt/mgmt_model.o $(KERNEL_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(JSONC_LIBS) $(LDLIBS)
 
 # The whole path on one core beside a 5-tuple-swap forwarder, on an in-process ring port.
 bench-path: $(BUILD)/bench/bench_path
@@ -426,3 +436,14 @@ $(BUILD)/tests/test_doctor: tests/unit/test_doctor.sh | $(DOCTOR)
 	@mkdir -p $(dir $@)
 	cp $< $@
 	chmod +x $@
+
+# --- zerohop-probe (tools/zerohop_probe.c) ---
+# zerohop-probe: per-stage latency from the answers' traces (docs/PROBE.md): kernel UDP requests stamped
+# with the TSC, single, rate, payload and idle-gap modes, a table, --csv, --json and gnuplot --plot charts.
+# tests/integration/test_probe.py runs it against the appliance on the dev network.
+BINS += $(BUILD)/zerohop-probe
+# `all` took BINS as it stood when its rule was read; name the binary again so that it is built.
+all: $(BUILD)/zerohop-probe
+
+$(BUILD)/zerohop-probe: $(BUILD)/tools/zerohop_probe.o $(BUILD)/kernels/krn_msgpack.o
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
