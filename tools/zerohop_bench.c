@@ -510,7 +510,7 @@ static int check_options(struct bench_options *opt, int given_rate, int given_ou
 	return 0;
 }
 
-/* Returns 0 to run, 1 for --self-test, or EXIT_USAGE after saying why. */
+/* Returns 0 to run, 1 for --self-test, or -EINVAL after saying why. */
 static int parse_args(int argc, char **argv, struct bench_options *opt)
 {
 	int given_rate = 0, given_outstanding = 0, given_tokens = 0, self_test = 0, c, rc;
@@ -534,32 +534,32 @@ static int parse_args(int argc, char **argv, struct bench_options *opt)
 		}
 		if (c == O_DPDK) {
 			fprintf(stderr, "zerohop-bench: --dpdk: not built: use kernel sockets\n");
-			return EXIT_USAGE;
+			return -EINVAL;
 		}
 		if (c < O_ADDR || c > O_HELP) {
 			usage(stderr);
-			return EXIT_USAGE;
+			return -EINVAL;
 		}
 		given_tokens |= c == O_TOKENS;
 		rc = parse_one(c, optarg, opt, &given_rate, &given_outstanding);
 		if (rc < 0) {
 			fprintf(stderr, "zerohop-bench: bad value '%s' for --%s\n", optarg ? optarg : "",
 				longopts[c - O_ADDR].name);
-			return EXIT_USAGE;
+			return -EINVAL;
 		}
 		self_test |= rc == 1;
 	}
 	if (optind != argc) {
 		fprintf(stderr, "zerohop-bench: unexpected argument '%s'\n", argv[optind]);
-		return EXIT_USAGE;
+		return -EINVAL;
 	}
 	if (self_test)
 		return 1;
 	if (check_options(opt, given_rate, given_outstanding, given_tokens))
-		return EXIT_USAGE;
+		return -EINVAL;
 	if (!opt->cpu_count && default_cpus(opt)) {
 		fprintf(stderr, "zerohop-bench: cannot read this process's cpu affinity\n");
-		return EXIT_USAGE;
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -1414,7 +1414,7 @@ int main(int argc, char **argv)
 	if (rc == 1)
 		return self_test();
 	if (rc)
-		return rc;
+		return EXIT_USAGE;
 	if (inet_pton(AF_INET, opt.addr_text, &opt.dst.sin_addr) != 1) {
 		fprintf(stderr, "zerohop-bench: '%s' is not an IPv4 address\n", opt.addr_text);
 		return EXIT_USAGE;

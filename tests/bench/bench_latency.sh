@@ -17,9 +17,11 @@
 #
 # Only one server exists at a time: each polls a core, and a 2-vCPU machine has one to spare beside the
 # client. The server gets core 1 (zerohopd: main lcore 0, which sleeps, and rx lcore 1), the client core
-# 0. Every server and dev network lives in namespaces of its own (devnet.sh --name), every EAL run has
-# --no-pci, every process is stopped by its PID, every step has a timeout, and no round starts after
-# BENCH_LATENCY_BUDGET_S (default 150) seconds: the whole run stays under three minutes.
+# 0; BENCH_LATENCY_LCORES overrides zerohopd's --lcores (e.g. "0@1,1@1" puts its control thread beside
+# the rx lcore instead of beside the client). Every server and dev network lives in namespaces of its
+# own (devnet.sh --name), every EAL run has --no-pci, every process is stopped by its PID, every step
+# has a timeout, and no round starts after BENCH_LATENCY_BUDGET_S (default 150) seconds: the whole run
+# stays under three minutes (a quiet 4-round run takes about 30 s).
 #
 # Prints a markdown table (median of the rounds, with the range) and the zerohop/kernel ratio, and keeps
 # every run's .hgrm, the raw JSON lines and latency.png (the last round's four distributions) in the
@@ -65,6 +67,8 @@ kn_net=zlk$$
 server_pid=
 client_cpu=0
 server_cpu=1
+# zerohopd's lcores: main (the control thread, which wakes ~100 times a second) and the rx lcore.
+zh_lcores=${BENCH_LATENCY_LCORES:-0@$client_cpu,1@$server_cpu}
 
 stop_server() {
 	[ -n "$server_pid" ] || return 0
@@ -109,7 +113,7 @@ ip -n "$KN_APP_NS" addr replace "$ip_addr/24" dev "$KN_APP_IF"
 start_zerohop() {
 	local log=$results/zerohopd-r$1.log
 	ip netns exec "$ZH_APP_NS" "$root/$build/zerohopd" --no-pci --no-huge -m 512 \
-		--file-prefix "zh-bench-$$-$1" --vdev "net_af_packet0,iface=$ZH_APP_IF" -l "$client_cpu-$server_cpu" \
+		--file-prefix "zh-bench-$$-$1" --vdev "net_af_packet0,iface=$ZH_APP_IF" --lcores "$zh_lcores" \
 		--log-level=lib.eal:warning -- --ip "$ip_addr" --udp-port "$port" --device cpu --workers 0 \
 		--idle "$idle" >"$log" 2>&1 &
 	server_pid=$!
@@ -191,19 +195,23 @@ def cell(results, key):
 
 rounds = max((r["round"] for r in runs), default=0)
 print(f"\nmedian of {rounds} rounds (min–max), µs; closed loop, 1 outstanding\n")
-print("| client | server | " + " | ".join(k[1] for k in keys) + " | lost |")
-print("|---|---|" + "---|" * len(keys) + "---|")
+print("| client | server | " + " | ".join(k[1] for k in keys) + " | answers/s | lost |")
+print("|---|---|" + "---|" * len(keys) + "---|---|")
 for wait in ("spin", "block"):
     for server in ("zerohop", "kernel"):
         res = pick(server, wait)
         lost = sum(r["lost"] for r in res)
-        print(f"| {wait} | {names[server]} | " + " | ".join(cell(res, k[0]) for k in keys) + f" | {lost} |")
+        rps = statistics.median(r["throughput_rps"] for r in res) if res else 0
+        print(f"| {wait} | {names[server]} | " + " | ".join(cell(res, k[0]) for k in keys) +
+              f" | {rps:.0f} | {lost} |")
     z, k = pick("zerohop", wait), pick("kernel", wait)
     if z and k:
         ratios = []
         for key, _ in keys:
             ratios.append("%.2f" % (statistics.median(r["latency_us"][key] for r in z) /
                                     statistics.median(r["latency_us"][key] for r in k)))
+        ratios.append("%.2f" % (statistics.median(r["throughput_rps"] for r in z) /
+                                statistics.median(r["throughput_rps"] for r in k)))
         print(f"| {wait} | ratio zerohop / kernel | " + " | ".join(ratios) + " | |")
 EOF
 
