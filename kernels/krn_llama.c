@@ -166,7 +166,10 @@ static KRN_INLINE ZH_HD void attention(const struct krn_llama_config *cfg, struc
 /* On the cpu device the whole pass is compiled for x86-64-v4 (AVX-512 with FMA) too, and the loader
  * picks the clone the CPU runs (an ifunc resolved once at start-up): the small loops around the matrix
  * products vectorize. */
-#if !defined(__CUDACC__) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* Not under ThreadSanitizer: the clone's ifunc resolver runs at load time, before TSan's runtime is
+ * up, and TSan's instrumentation of it crashes the process. */
+#if !defined(__CUDACC__) && defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+	!defined(__SANITIZE_THREAD__)
 __attribute__((target_clones("arch=x86-64-v4", "default")))
 #endif
 ZH_HD float *krn_llama_forward(const struct krn_llama *m, float *state, uint32_t token, uint32_t pos,

@@ -579,8 +579,6 @@ def test_http_probes_and_errors(net, mg):
     assert get(net, mg.port, "/healthz")[0] == 200
 
 
-@pytest.mark.xfail(strict=True, reason="zerohopd answers HEAD on a known path 200 (headers only); docs/MGMT.md "
-                                       "says every method but GET on a known path is 405")
 def test_http_head_is_405(net, mg):
     with netns(net.app_ns):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
