@@ -29,6 +29,8 @@ MSGPACK_LIBS := $(shell $(PKG_CONFIG) --libs msgpack 2>/dev/null)
 URING_LIBS := $(shell $(PKG_CONFIG) --libs liburing 2>/dev/null)
 VERBS_LIBS := $(shell $(PKG_CONFIG) --libs libibverbs 2>/dev/null)
 SYSTEMD_LIBS := $(shell $(PKG_CONFIG) --libs libsystemd 2>/dev/null)
+# gpu_check links json-c statically, so that a binary built here runs on a GPU machine without it.
+JSONC_STATIC := $(firstword $(wildcard $(shell $(PKG_CONFIG) --variable=libdir json-c 2>/dev/null)/libjson-c.a) -ljson-c)
 
 WARN := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS := -std=gnu11 -O2 -g $(WARN) -D_GNU_SOURCE -fno-strict-aliasing \
@@ -51,7 +53,7 @@ ifneq ($(NVCC),)
 CUDA_SRCS := gpu/gpu_cuda.cu kernels/krn_cuda.cu
 CUDA_OBJS := $(patsubst %.cu,$(CUDA_BUILD)/%.o,$(CUDA_SRCS))
 CUDA_LIBS := -L$(CUDA_HOME)/lib64 -lcudart_static -lrt -ldl -lstdc++
-NVCC_FLAGS := $(CUDA_ARCH) -O2 -std=c++17 -Ikernels -Igpu -cudart=static \
+NVCC_FLAGS := $(CUDA_ARCH) -O2 -std=c++17 -Ikernels -Igpu -Imgmt -cudart=static \
 	-Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings
 CFLAGS += -I$(CUDA_HOME)/include -DZH_HAVE_CUDA=1
 else
@@ -153,10 +155,11 @@ $(BUILD)/tests/test_parse: $(BUILD)/tests/unit/test_parse.o $(BUILD)/dataplane/d
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) $(LDLIBS)
 
-$(BUILD)/tests/gpu_check: tests/gpu/gpu_check.cu $(filter $(CUDA_BUILD)/%,$(CUDA_OBJS))
+$(BUILD)/tests/gpu_check: tests/gpu/gpu_check.cu $(filter $(CUDA_BUILD)/%,$(CUDA_OBJS)) $(BUILD)/mgmt/mgmt_model.o \
+		$(KERNEL_OBJS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC    $@")
-	$(Q)$(NVCC) $(NVCC_FLAGS) $< $(filter %.o,$^) -o $@ -lpthread
+	$(Q)$(NVCC) $(NVCC_FLAGS) $< $(filter %.o,$^) -o $@ -lpthread $(JSONC_STATIC)
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz
@@ -447,3 +450,16 @@ all: $(BUILD)/zerohop-probe
 
 $(BUILD)/zerohop-probe: $(BUILD)/tools/zerohop_probe.o $(BUILD)/kernels/krn_msgpack.o
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# --- shared tool helpers (tools/zh_cli.c) ---
+# Strict decimal option values, the destinations a tool may send to (198.18.0.0/15, 127.0.0.0/8) and
+# the msgpack-to-JSON printer, one copy for every command-line tool. zh_cli.o calls nothing in
+# libmsgpackc (it only reads msgpack_object), so the tools that do not link it need not.
+ZH_CLI_OBJ := $(BUILD)/tools/zh_cli.o
+
+# Prerequisites only: each of these link recipes links $^.
+$(BUILD)/zerohop-client: $(ZH_CLI_OBJ)
+$(BUILD)/zerohopctl: $(ZH_CLI_OBJ)
+$(BUILD)/zerohop-bench: $(ZH_CLI_OBJ)
+$(BUILD)/zerohop-probe: $(ZH_CLI_OBJ)
+$(BUILD)/zerohop-udp-echo: $(ZH_CLI_OBJ)

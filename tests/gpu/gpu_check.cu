@@ -33,6 +33,11 @@
 #include "krn_serve.h"
 #include "zh_ring.h"
 
+/* The loader is C (gcc-built); the kernel headers above were already seen with C++ linkage. */
+extern "C" {
+#include "mgmt_model.h"
+}
+
 #define ANS_STRIDE 1472u
 #define BATCH_COUNT 4096u
 #define LOAD_REQUESTS 1000000ull
@@ -187,6 +192,169 @@ static void check_codec_on_device(void)
 	fprintf(results, "codec requests=%u ok=%u differences=%u\n", BATCH_COUNT, ok_count, mismatches);
 	cudaFree(d_reqs); cudaFree(d_ans); cudaFree(d_off); cudaFree(d_size); cudaFree(d_ans_size);
 	cudaFree(d_status); cudaFree(d_models); cudaFree(d_scratch);
+}
+
+/* Test 1b: the models on the device against the CPU: stories260K's generate and logits, a random
+ * ranker's score, each served by a whole block (thread 0 decodes and encodes, all threads compute). */
+static uint32_t model_request(uint8_t *buf, const char *model, const char *op, const uint32_t *tokens, uint32_t count,
+			      uint32_t max_new, uint32_t dense)
+{
+	struct krn_mp_writer w;
+
+	krn_mp_writer_init(&w, buf, ZH_REQ_MAX_BYTES);
+	krn_mp_put_map(&w, 4 + (max_new != 0) + (dense != 0));
+	krn_mp_put_cstr(&w, "id");
+	krn_mp_put_uint(&w, 9);
+	krn_mp_put_cstr(&w, "model");
+	krn_mp_put_cstr(&w, model);
+	krn_mp_put_cstr(&w, "op");
+	krn_mp_put_cstr(&w, op);
+	krn_mp_put_cstr(&w, "tokens");
+	krn_mp_put_array(&w, count);
+	for (uint32_t i = 0; i < count; i++)
+		krn_mp_put_uint(&w, tokens[i]);
+	if (max_new) {
+		krn_mp_put_cstr(&w, "max_new");
+		krn_mp_put_uint(&w, max_new);
+	}
+	if (dense) {
+		krn_mp_put_cstr(&w, "dense");
+		krn_mp_put_array(&w, dense);
+		for (uint32_t i = 0; i < dense; i++)
+			krn_mp_put_float32(&w, 0.5f - 0.1f * (float)i);
+	}
+	return krn_mp_writer_size(&w, buf);
+}
+
+static void check_models_on_device(void)
+{
+	static struct mgmt_model story;
+	struct krn_models models;
+	struct krn_ranker ranker;
+	char why[256];
+	uint64_t seed = 99;
+
+	memset(&story, 0, sizeof(story));
+	if (mgmt_model_load("stories260K", "models/stories260K", &story, why) != 0) {
+		CHECK(0, "models: %s", why);
+		return;
+	}
+	/* A random ranker: 1000 ids, 16-wide embedding, 4 dense, 32 -> 16 -> 2, mean bag, sigmoid. */
+	memset(&ranker, 0, sizeof(ranker));
+	ranker.cfg.vocab_size = 1000;
+	ranker.cfg.embedding_dim = 16;
+	ranker.cfg.dense_features = 4;
+	ranker.cfg.layer_count = 3;
+	ranker.cfg.layer_out[0] = 32;
+	ranker.cfg.layer_out[1] = 16;
+	ranker.cfg.layer_out[2] = 2;
+	ranker.cfg.bag_mode = KRN_BAG_MEAN;
+	ranker.cfg.output_act = KRN_OUTPUT_SIGMOID;
+	uint64_t rn = krn_ranker_weight_floats(&ranker.cfg);
+	std::vector<float> rarena(rn);
+	for (uint64_t i = 0; i < rn; i++)
+		rarena[i] = (float)((int64_t)(xorshift(&seed) % 2001) - 1000) / 2000.0f;
+	krn_ranker_bind(&ranker, rarena.data());
+
+	memset(&models, 0, sizeof(models));
+	models.count = 2;
+	models.models[0] = story.model;
+	models.models[1].arch = KRN_ARCH_RANKER;
+	models.models[1].u.ranker = ranker;
+	snprintf(models.models[1].name, sizeof(models.models[1].name), "rank");
+	uint64_t state = story.state_floats > krn_ranker_state_floats(&ranker.cfg) ? story.state_floats
+										     : krn_ranker_state_floats(&ranker.cfg);
+
+	struct gpu_cuda_params params;
+	struct gpu_cuda_internals in;
+	struct gpu_cuda *cuda = NULL;
+	struct zh_ring ring;
+	memset(&params, 0, sizeof(params));
+	params.slot_count = 16;
+	params.ans_stride_bytes = ANS_STRIDE;
+	params.block_count = 4;
+	params.thread_count = 128;
+	params.models = &models;
+	params.model_arenas[0] = story.arena;
+	params.model_arena_floats[0] = story.arena_floats;
+	params.model_arenas[1] = rarena.data();
+	params.model_arena_floats[1] = rn;
+	params.model_state_floats = state;
+	if (gpu_cuda_open(&params, &cuda, &ring, why, sizeof(why)) != 0) {
+		CHECK(0, "models: open: %s", why);
+		mgmt_model_free(&story);
+		return;
+	}
+	gpu_cuda_get_internals(cuda, &in);
+
+	static uint8_t reqs[4][ZH_REQ_MAX_BYTES];
+	uint32_t sizes[4], offsets[4];
+	uint32_t bos = 1, prompt[3] = { 1, 403, 407 }, bag[5] = { 3, 77, 512, 999, 3 };
+	sizes[0] = model_request(reqs[0], "stories260K", "generate", &bos, 1, 40, 0);
+	sizes[1] = model_request(reqs[1], "stories260K", "logits", prompt, 3, 0, 0);
+	sizes[2] = model_request(reqs[2], "rank", "score", bag, 5, 0, 4);
+	sizes[3] = model_request(reqs[3], "stories260K", "generate", prompt, 3, 60, 0);
+	std::vector<uint8_t> flat;
+	for (int i = 0; i < 4; i++) {
+		offsets[i] = (uint32_t)flat.size();
+		flat.insert(flat.end(), reqs[i], reqs[i] + sizes[i]);
+	}
+
+	/* The CPU's answers, through the same serving code. */
+	struct krn_scratch cpu;
+	memset(&cpu, 0, sizeof(cpu));
+	std::vector<float> cpu_state(state);
+	cpu.model_state = cpu_state.data();
+	cpu.model_state_floats = state;
+	uint8_t cpu_ans[4][ANS_STRIDE];
+	uint32_t cpu_size[4];
+	uint16_t cpu_status[4];
+	for (int i = 0; i < 4; i++)
+		cpu_size[i] = krn_serve_request(&models, reqs[i], sizes[i], cpu_ans[i], ANS_STRIDE, &cpu, NULL, &cpu_status[i]);
+
+	uint8_t *d_reqs, *d_ans;
+	uint32_t *d_off, *d_size, *d_ans_size;
+	uint16_t *d_status;
+	CUDA_OK(cudaMalloc(&d_reqs, flat.size()));
+	CUDA_OK(cudaMalloc(&d_ans, 4 * ANS_STRIDE));
+	CUDA_OK(cudaMalloc(&d_off, sizeof(offsets)));
+	CUDA_OK(cudaMalloc(&d_size, sizeof(sizes)));
+	CUDA_OK(cudaMalloc(&d_ans_size, 4 * sizeof(uint32_t)));
+	CUDA_OK(cudaMalloc(&d_status, 4 * sizeof(uint16_t)));
+	CUDA_OK(cudaMemcpy(d_reqs, flat.data(), flat.size(), cudaMemcpyHostToDevice));
+	CUDA_OK(cudaMemcpy(d_off, offsets, sizeof(offsets), cudaMemcpyHostToDevice));
+	CUDA_OK(cudaMemcpy(d_size, sizes, sizeof(sizes), cudaMemcpyHostToDevice));
+	CUDA_OK((cudaError_t)krn_cuda_launch_serve_batch(in.models_dev, d_reqs, d_off, d_size, d_ans, ANS_STRIDE,
+							 d_ans_size, d_status, in.scratch_dev, 4, in.stream));
+	CUDA_OK(cudaStreamSynchronize((cudaStream_t)in.stream));
+	uint8_t gpu_ans[4][ANS_STRIDE];
+	uint32_t gpu_size[4];
+	uint16_t gpu_status[4];
+	CUDA_OK(cudaMemcpy(gpu_ans, d_ans, sizeof(gpu_ans), cudaMemcpyDeviceToHost));
+	CUDA_OK(cudaMemcpy(gpu_size, d_ans_size, sizeof(gpu_size), cudaMemcpyDeviceToHost));
+	CUDA_OK(cudaMemcpy(gpu_status, d_status, sizeof(gpu_status), cudaMemcpyDeviceToHost));
+
+	static const char *const names[4] = { "generate 40 from BOS", "logits top-5", "ranker score",
+					      "generate 60 from a prompt" };
+	uint32_t same = 0;
+	for (int i = 0; i < 4; i++) {
+		int ok = cpu_status[i] == ZH_STATUS_OK && gpu_status[i] == ZH_STATUS_OK;
+		/* Token ids must agree exactly; floats (logits, scores) may differ in their last bits
+		 * (the GPU's expf is not glibc's), so byte equality is reported, not required. */
+		int exact = ok && cpu_size[i] == gpu_size[i] && memcmp(cpu_ans[i], gpu_ans[i], cpu_size[i]) == 0;
+		CHECK(ok, "models: %s: status cpu %u gpu %u", names[i], cpu_status[i], gpu_status[i]);
+		if (i == 0 || i == 3)
+			CHECK(exact, "models: %s: the device generated other tokens than the CPU", names[i]);
+		same += (uint32_t)exact;
+		printf("gpu_check: model on the device: %-26s status %u/%u, %s\n", names[i], cpu_status[i], gpu_status[i],
+		       exact ? "byte-identical to the CPU" : "differs from the CPU in its bytes");
+		fprintf(results, "model %s cpu_status=%u gpu_status=%u identical=%d\n", names[i], cpu_status[i],
+			gpu_status[i], exact);
+	}
+	(void)same;
+	cudaFree(d_reqs); cudaFree(d_ans); cudaFree(d_off); cudaFree(d_size); cudaFree(d_ans_size); cudaFree(d_status);
+	gpu_cuda_close(cuda);
+	mgmt_model_free(&story);
 }
 
 /* Test 2: CPU producers against the persistent kernel through the cuda-host ring. */
@@ -426,6 +594,7 @@ int main(int argc, char **argv)
 	fprintf(results, "device %s driver=%d runtime=%d\n", desc, driver, gpu_cuda_runtime_version());
 
 	check_codec_on_device();
+	check_models_on_device();
 	check_ring_under_load();
 
 	std::vector<double> rtt[3];
