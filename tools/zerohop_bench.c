@@ -47,6 +47,7 @@
 
 #include "krn_msgpack.h"
 #include "zh_proto.h"
+#include "zh_cli.h"
 #include "zh_hist.h"
 
 #define EXIT_RUN_OK 0
@@ -262,29 +263,6 @@ static void usage(FILE *out)
 		TIMEOUT_DEFAULT_MS, BATCH_DEFAULT, BATCH_MAX, VOCAB_DEFAULT);
 }
 
-static int parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(text, &end, 10);
-	if (errno || end == text || *end != '\0' || text[0] == '-' || v < min || v > max)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
-static int parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out)
-{
-	uint64_t v;
-	int rc = parse_u64(text, min, max, &v);
-
-	if (!rc)
-		*out = (uint32_t)v;
-	return rc;
-}
-
 /* A comma-separated list of uint32 (an empty text is an empty list). */
 static int parse_u32_list(const char *text, uint32_t max_count, uint64_t max_value, uint32_t *out,
 			  uint32_t *count)
@@ -359,14 +337,6 @@ static int default_cpus(struct bench_options *opt)
 	return opt->cpu_count ? 0 : -ENODEV;
 }
 
-/* 198.18.0.0/15 is set aside for benchmarking (RFC 2544); the dev network lives there. */
-static int destination_allowed(struct in_addr addr)
-{
-	uint32_t a = ntohl(addr.s_addr);
-
-	return (a & 0xfffe0000u) == 0xc6120000u || (a >> 24) == 127u;
-}
-
 enum {
 	O_ADDR = 256, O_PORT, O_THREADS, O_CPUS, O_MODE, O_OUTSTANDING, O_RATE, O_COUNT, O_DURATION,
 	O_TIMEOUT, O_BATCH, O_WAIT, O_WARMUP, O_SEED, O_MODEL, O_OP, O_TOKENS, O_TOKENS_RANDOM, O_VOCAB,
@@ -418,12 +388,9 @@ static int parse_mode(const char *text, enum bench_mode *mode)
 
 static int parse_rate(const char *text, double *out)
 {
-	char *end;
 	double v;
 
-	errno = 0;
-	v = strtod(text, &end);
-	if (errno || end == text || *end != '\0' || !isfinite(v) || v <= 0.0 || v > RATE_MAX_RPS)
+	if (zh_cli_parse_double(text, 0.0, RATE_MAX_RPS, &v) || v <= 0.0)
 		return -EINVAL;
 	*out = v;
 	return 0;
@@ -437,39 +404,39 @@ static int parse_one(int c, const char *arg, struct bench_options *opt, int *giv
 	switch (c) {
 	case O_ADDR: opt->addr_text = arg; return 0;
 	case O_PORT:
-		if (parse_u64(arg, 1, 65535, &v))
+		if (zh_cli_parse_u64(arg, 1, 65535, &v))
 			return -EINVAL;
 		opt->dst.sin_port = htons((uint16_t)v);
 		return 0;
-	case O_THREADS: return parse_u32(arg, 1, THREADS_MAX, &opt->threads);
+	case O_THREADS: return zh_cli_parse_u32(arg, 1, THREADS_MAX, &opt->threads);
 	case O_CPUS: return parse_cpus(arg, opt) ? -EINVAL : 0;
 	case O_MODE: return parse_mode(arg, &opt->mode);
-	case O_OUTSTANDING: *given_outstanding = 1; return parse_u32(arg, 1, OUTSTANDING_MAX, &opt->outstanding);
+	case O_OUTSTANDING: *given_outstanding = 1; return zh_cli_parse_u32(arg, 1, OUTSTANDING_MAX, &opt->outstanding);
 	case O_RATE: *given_rate = 1; return parse_rate(arg, &opt->rate_rps);
-	case O_COUNT: return parse_u64(arg, 1, COUNT_MAX, &opt->count);
+	case O_COUNT: return zh_cli_parse_u64(arg, 1, COUNT_MAX, &opt->count);
 	case O_DURATION:
-		if (parse_u64(arg, 1, DURATION_MAX_S, &v))
+		if (zh_cli_parse_u64(arg, 1, DURATION_MAX_S, &v))
 			return -EINVAL;
 		opt->duration_ns = v * NS_PER_S;
 		return 0;
 	case O_TIMEOUT:
-		if (parse_u64(arg, 1, TIMEOUT_MAX_MS, &v))
+		if (zh_cli_parse_u64(arg, 1, TIMEOUT_MAX_MS, &v))
 			return -EINVAL;
 		opt->timeout_ns = v * 1000000ull;
 		return 0;
-	case O_BATCH: return parse_u32(arg, 1, BATCH_MAX, &opt->batch);
+	case O_BATCH: return zh_cli_parse_u32(arg, 1, BATCH_MAX, &opt->batch);
 	case O_WAIT:
 		if (strcmp(arg, "spin") && strcmp(arg, "block"))
 			return -EINVAL;
 		opt->wait = arg[0] == 's' ? WAIT_SPIN : WAIT_BLOCK;
 		return 0;
-	case O_WARMUP: return parse_u32(arg, 0, WARMUP_MAX, &opt->warmup);
-	case O_SEED: return parse_u64(arg, 0, UINT64_MAX, &opt->seed);
+	case O_WARMUP: return zh_cli_parse_u32(arg, 0, WARMUP_MAX, &opt->warmup);
+	case O_SEED: return zh_cli_parse_u64(arg, 0, UINT64_MAX, &opt->seed);
 	case O_MODEL: opt->model = arg; return strlen(arg) <= ZH_MODEL_NAME_MAX ? 0 : -EINVAL;
 	case O_OP: opt->op = arg; return 0;
 	case O_TOKENS: return parse_u32_list(arg, ZH_TOKENS_MAX, UINT32_MAX, opt->tokens, &opt->token_count);
-	case O_TOKENS_RANDOM: return parse_u32(arg, 1, ZH_TOKENS_MAX, &opt->tokens_random);
-	case O_VOCAB: return parse_u32(arg, 1, UINT32_MAX, &opt->vocab);
+	case O_TOKENS_RANDOM: return zh_cli_parse_u32(arg, 1, ZH_TOKENS_MAX, &opt->tokens_random);
+	case O_VOCAB: return zh_cli_parse_u32(arg, 1, UINT32_MAX, &opt->vocab);
 	case O_DENSE: return parse_dense(arg, opt);
 	case O_JSON: opt->json = 1; return 0;
 	case O_HGRM: opt->hgrm_path = arg; return 0;
@@ -1419,7 +1386,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "zerohop-bench: '%s' is not an IPv4 address\n", opt.addr_text);
 		return EXIT_USAGE;
 	}
-	if (!destination_allowed(opt.dst.sin_addr)) {
+	if (!zh_cli_dest_allowed(opt.dst.sin_addr)) {
 		fprintf(stderr, "zerohop-bench: refusing to send to %s: only 198.18.0.0/15 (the dev network) "
 			"and 127.0.0.0/8 are allowed\n", opt.addr_text);
 		return EXIT_USAGE;

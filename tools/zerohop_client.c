@@ -26,6 +26,7 @@
 #include <msgpack.h>
 
 #include "krn_msgpack.h"
+#include "zh_cli.h"
 #include "zh_proto.h"
 #include "zh_tokenizer.h"
 
@@ -76,19 +77,6 @@ static void usage(FILE *out)
 		"  --seed N           sampling seed\n"
 		"  --top-k N          ids returned by logits\n"
 		"exit status: 0 ok, 1 answer with an error status, 2 timeout, 3 usage or I/O error\n");
-}
-
-static int parse_u64(const char *text, uint64_t max, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(text, &end, 10);
-	if (errno || end == text || *end != '\0' || text[0] == '-' || v > max)
-		return -EINVAL;
-	*out = v;
-	return 0;
 }
 
 /* The appliance takes [0, 100] (docs/PROTOCOL.md); it is sent as the float32 the device uses. */
@@ -145,18 +133,18 @@ static int parse_args(int argc, char **argv, struct client_options *opt)
 		switch (c) {
 		case O_ADDR: opt->addr = optarg; break;
 		case O_PORT:
-			if (parse_u64(optarg, 65535, &v) || v == 0)
+			if (zh_cli_parse_u64(optarg, 0, 65535, &v) || v == 0)
 				goto bad;
 			opt->port = (uint16_t)v;
 			break;
 		case O_ID:
-			if (parse_u64(optarg, UINT64_MAX, &opt->id))
+			if (zh_cli_parse_u64(optarg, 0, UINT64_MAX, &opt->id))
 				goto bad;
 			break;
 		case O_MODEL: opt->model = optarg; break;
 		case O_OP: opt->op = optarg; break;
 		case O_TIMEOUT:
-			if (parse_u64(optarg, 3600000, &v) || v == 0)
+			if (zh_cli_parse_u64(optarg, 0, 3600000, &v) || v == 0)
 				goto bad;
 			opt->timeout_ms = (uint32_t)v;
 			break;
@@ -164,13 +152,13 @@ static int parse_args(int argc, char **argv, struct client_options *opt)
 		case O_JSON: opt->json = 1; break;
 		case O_TOKENIZER: opt->tokenizer_path = optarg; break;
 		case O_VOCAB:
-			if (parse_u64(optarg, UINT32_MAX, &v))
+			if (zh_cli_parse_u64(optarg, 0, UINT32_MAX, &v))
 				goto bad;
 			opt->vocab_size = (uint32_t)v;
 			break;
 		case O_PROMPT: opt->prompt = optarg; break;
 		case O_MAX_NEW:
-			if (parse_u64(optarg, UINT32_MAX, &v))
+			if (zh_cli_parse_u64(optarg, 0, UINT32_MAX, &v))
 				goto bad;
 			opt->max_new = (uint32_t)v;
 			opt->has_max_new = 1;
@@ -181,12 +169,12 @@ static int parse_args(int argc, char **argv, struct client_options *opt)
 			opt->has_temperature = 1;
 			break;
 		case O_SEED:
-			if (parse_u64(optarg, UINT64_MAX, &opt->seed))
+			if (zh_cli_parse_u64(optarg, 0, UINT64_MAX, &opt->seed))
 				goto bad;
 			opt->has_seed = 1;
 			break;
 		case O_TOP_K:
-			if (parse_u64(optarg, UINT32_MAX, &v))
+			if (zh_cli_parse_u64(optarg, 0, UINT32_MAX, &v))
 				goto bad;
 			opt->top_k = (uint32_t)v;
 			opt->has_top_k = 1;
@@ -200,7 +188,7 @@ static int parse_args(int argc, char **argv, struct client_options *opt)
 			fprintf(stderr, "zerohop-client: at most %u tokens\n", ZH_TOKENS_MAX);
 			return -EINVAL;
 		}
-		if (parse_u64(argv[i], UINT32_MAX, &v)) {
+		if (zh_cli_parse_u64(argv[i], 0, UINT32_MAX, &v)) {
 			fprintf(stderr, "zerohop-client: token '%s' is not a uint32\n", argv[i]);
 			return -EINVAL;
 		}
@@ -268,53 +256,6 @@ static void pack_request(msgpack_sbuffer *sbuf, const struct client_options *opt
 	msgpack_pack_array(&pk, opt->token_count);
 	for (uint32_t i = 0; i < opt->token_count; i++)
 		msgpack_pack_uint32(&pk, opt->tokens[i]);
-}
-
-/* Print a msgpack object as JSON (strings are printed raw between quotes, escaping " and \). */
-static void print_json(FILE *out, const msgpack_object *o)
-{
-	switch (o->type) {
-	case MSGPACK_OBJECT_NIL: fputs("null", out); break;
-	case MSGPACK_OBJECT_BOOLEAN: fputs(o->via.boolean ? "true" : "false", out); break;
-	case MSGPACK_OBJECT_POSITIVE_INTEGER: fprintf(out, "%" PRIu64, o->via.u64); break;
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER: fprintf(out, "%" PRId64, o->via.i64); break;
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64: fprintf(out, "%.9g", o->via.f64); break;
-	case MSGPACK_OBJECT_STR:
-		fputc('"', out);
-		for (uint32_t i = 0; i < o->via.str.size; i++) {
-			char ch = o->via.str.ptr[i];
-			if (ch == '"' || ch == '\\')
-				fputc('\\', out);
-			if ((unsigned char)ch < 0x20)
-				fprintf(out, "\\u%04x", ch);
-			else
-				fputc(ch, out);
-		}
-		fputc('"', out);
-		break;
-	case MSGPACK_OBJECT_ARRAY:
-		fputc('[', out);
-		for (uint32_t i = 0; i < o->via.array.size; i++) {
-			if (i)
-				fputs(", ", out);
-			print_json(out, &o->via.array.ptr[i]);
-		}
-		fputc(']', out);
-		break;
-	case MSGPACK_OBJECT_MAP:
-		fputc('{', out);
-		for (uint32_t i = 0; i < o->via.map.size; i++) {
-			if (i)
-				fputs(", ", out);
-			print_json(out, &o->via.map.ptr[i].key);
-			fputs(": ", out);
-			print_json(out, &o->via.map.ptr[i].val);
-		}
-		fputc('}', out);
-		break;
-	default: fputs("\"<unsupported>\"", out); break;
-	}
 }
 
 static const char *status_name(uint64_t status)
@@ -420,7 +361,7 @@ static int print_answer(const uint8_t *buf, uint32_t size, const struct client_o
 		goto out;
 	}
 	if (opt->json) {
-		print_json(stdout, &msg.data);
+		zh_cli_print_json(stdout, &msg.data);
 		fputc('\n', stdout);
 	} else {
 		printf("status %" PRIu64 " (%s)\n", status, status_name(status));
@@ -429,9 +370,9 @@ static int print_answer(const uint8_t *buf, uint32_t size, const struct client_o
 			if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 6 &&
 			    memcmp(kv->key.via.str.ptr, "status", 6) == 0)
 				continue;
-			print_json(stdout, &kv->key);
+			zh_cli_print_json(stdout, &kv->key);
 			fputs(": ", stdout);
-			print_json(stdout, &kv->val);
+			zh_cli_print_json(stdout, &kv->val);
 			fputc('\n', stdout);
 		}
 	}

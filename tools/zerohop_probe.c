@@ -48,6 +48,7 @@
 
 #include "krn_msgpack.h"
 #include "zh_proto.h"
+#include "zh_cli.h"
 
 #define EXIT_RUN_OK 0
 #define EXIT_RUN_ERROR 1
@@ -606,32 +607,6 @@ static void usage(FILE *out)
 		"exit status: 0 done, 1 I/O error, no traced answer or failed output, 2 usage or refused address\n");
 }
 
-static int parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(text, &end, 10);
-	if (errno || end == text || *end != '\0' || text[0] == '-' || v < min || v > max)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
-static int parse_double(const char *text, double min, double max, double *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(text, &end);
-	if (errno || end == text || *end != '\0' || !isfinite(v) || v < min || v > max)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
 /* A comma-separated list of whole numbers in [min, max]. */
 static int parse_list(const char *text, uint64_t min, uint64_t max, double *out, uint32_t *count)
 {
@@ -645,19 +620,11 @@ static int parse_list(const char *text, uint64_t min, uint64_t max, double *out,
 	for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
 		uint64_t v;
 
-		if (*count == POINTS_MAX || parse_u64(tok, min, max, &v) != 0)
+		if (*count == POINTS_MAX || zh_cli_parse_u64(tok, min, max, &v) != 0)
 			return -EINVAL;
 		out[(*count)++] = (double)v;
 	}
 	return *count > 0 ? 0 : -EINVAL;
-}
-
-/* Only the benchmarking range (198.18.0.0/15, the dev network) and the loopback. */
-static int address_allowed(struct in_addr a)
-{
-	uint32_t h = ntohl(a.s_addr);
-
-	return (h & 0xfffe0000u) == 0xc6120000u || (h & 0xff000000u) == 0x7f000000u;
 }
 
 /* -EINVAL: not an address; -EPERM: an address outside the allowed ranges. */
@@ -668,7 +635,7 @@ static int set_address(struct probe_target *t, const char *addr, uint16_t port)
 	t->addr.sin_port = htons(port);
 	if (inet_pton(AF_INET, addr, &t->addr.sin_addr) != 1)
 		return -EINVAL;
-	if (!address_allowed(t->addr.sin_addr))
+	if (!zh_cli_dest_allowed(t->addr.sin_addr))
 		return -EPERM;
 	snprintf(t->addr_text, sizeof(t->addr_text), "%s:%u", addr, port);
 	return 0;
@@ -701,7 +668,7 @@ static int parse_target(const char *text, struct probe_target *t)
 	*eq = '\0';
 	*colon = '\0';
 	t->name = placement_named(buf);
-	if (!t->name || parse_u64(colon + 1, 1, 65535, &port) != 0)
+	if (!t->name || zh_cli_parse_u64(colon + 1, 1, 65535, &port) != 0)
 		return -EINVAL;
 	t->dclk = strcmp(t->name, "cpu") == 0 ? DCLK_TSC : DCLK_NS;
 	return set_address(t, eq + 1, (uint16_t)port);
@@ -859,15 +826,15 @@ static int parse_number_option(int c, const char *arg, struct probe_options *opt
 	int rc;
 
 	switch (c) {
-	case O_PORT: rc = parse_u64(arg, 1, 65535, &v); opt->port = (uint16_t)v; return rc;
-	case O_COUNT: rc = parse_u64(arg, 1, COUNT_MAX, &opt->count); return rc;
-	case O_SECONDS: return parse_double(arg, 0.001, MAX_SECONDS_MAX, &opt->point_seconds);
-	case O_MAX_SECONDS: return parse_double(arg, 0.1, MAX_SECONDS_MAX, &opt->max_seconds);
-	case O_INTERVAL: rc = parse_u64(arg, 0, INTERVAL_US_MAX, &v); opt->interval_us = (uint32_t)v; return rc;
-	case O_TOKENS: rc = parse_u64(arg, 0, ZH_TOKENS_MAX, &v); opt->tokens = (uint32_t)v; return rc;
-	case O_TIMEOUT: rc = parse_u64(arg, 1, TIMEOUT_MS_MAX, &v); opt->timeout_ms = (uint32_t)v; return rc;
-	case O_WARMUP: rc = parse_u64(arg, 0, WARMUP_MAX, &v); opt->warmup = (uint32_t)v; return rc;
-	case O_CPU: rc = parse_u64(arg, 0, CPU_SETSIZE - 1, &v); opt->cpu = (int)v; return rc;
+	case O_PORT: rc = zh_cli_parse_u64(arg, 1, 65535, &v); opt->port = (uint16_t)v; return rc;
+	case O_COUNT: rc = zh_cli_parse_u64(arg, 1, COUNT_MAX, &opt->count); return rc;
+	case O_SECONDS: return zh_cli_parse_double(arg, 0.001, MAX_SECONDS_MAX, &opt->point_seconds);
+	case O_MAX_SECONDS: return zh_cli_parse_double(arg, 0.1, MAX_SECONDS_MAX, &opt->max_seconds);
+	case O_INTERVAL: rc = zh_cli_parse_u64(arg, 0, INTERVAL_US_MAX, &v); opt->interval_us = (uint32_t)v; return rc;
+	case O_TOKENS: rc = zh_cli_parse_u64(arg, 0, ZH_TOKENS_MAX, &v); opt->tokens = (uint32_t)v; return rc;
+	case O_TIMEOUT: rc = zh_cli_parse_u64(arg, 1, TIMEOUT_MS_MAX, &v); opt->timeout_ms = (uint32_t)v; return rc;
+	case O_WARMUP: rc = zh_cli_parse_u64(arg, 0, WARMUP_MAX, &v); opt->warmup = (uint32_t)v; return rc;
+	case O_CPU: rc = zh_cli_parse_u64(arg, 0, CPU_SETSIZE - 1, &v); opt->cpu = (int)v; return rc;
 	}
 	return -EINVAL;
 }

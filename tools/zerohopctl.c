@@ -34,6 +34,7 @@
 #include <msgpack.h>
 
 #include "krn_msgpack.h"
+#include "zh_cli.h"
 
 #define TOOL "zerohopctl"
 
@@ -54,8 +55,6 @@
 #define CTL_TIMEOUT_MS_MAX 3600000u
 /* A connect() refused for a full backlog is retried this often until the deadline. */
 #define CTL_CONNECT_RETRY_MS 10
-/* msgpack-c stops unpacking deeper than 32 levels; this is a second bound for the printer. */
-#define JSON_DEPTH_MAX 64
 /* Columns of the widest table (the stage table). */
 #define TABLE_COLS_MAX 8
 /* Arguments a command takes at most (reload NAME PATH). */
@@ -187,19 +186,6 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int parse_u32(const char *text, uint32_t max, uint32_t *out)
-{
-	unsigned long long v;
-	char *end;
-
-	errno = 0;
-	v = strtoull(text, &end, 10);
-	if (errno || end == text || *end != '\0' || text[0] == '-' || v > max)
-		return -EINVAL;
-	*out = (uint32_t)v;
-	return 0;
-}
-
 static const msgpack_object *map_get(const msgpack_object *map, const char *key)
 {
 	size_t len = strlen(key);
@@ -213,186 +199,6 @@ static const msgpack_object *map_get(const msgpack_object *map, const char *key)
 			return &kv->val;
 	}
 	return NULL;
-}
-
-/* ---- JSON output ---- */
-
-/*
- * The length of the well-formed UTF-8 sequence at `s` (Unicode table 3-7: no overlong forms, no
- * surrogates, nothing above U+10FFFF), or 0 when the bytes there are not one.
- */
-static uint32_t utf8_seq_len(const unsigned char *s, uint32_t left)
-{
-	unsigned char c = s[0];
-	unsigned char lo = 0x80, hi = 0xbf;
-	uint32_t n;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4;
-	else
-		return 0;
-	/* Only the second byte's range depends on the first. */
-	if (c == 0xe0)
-		lo = 0xa0;
-	else if (c == 0xed)
-		hi = 0x9f;
-	else if (c == 0xf0)
-		lo = 0x90;
-	else if (c == 0xf4)
-		hi = 0x8f;
-	if (left < n || s[1] < lo || s[1] > hi)
-		return 0;
-	for (uint32_t i = 2; i < n; i++)
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	return n;
-}
-
-/*
- * Print bytes as a JSON string: the quote, the backslash and every control character escaped, and
- * U+FFFD in place of each byte that does not begin well-formed UTF-8, so that the output is valid
- * JSON whatever bytes the appliance sent.
- */
-static void json_string(FILE *out, const char *s, uint32_t len)
-{
-	const unsigned char *u = (const unsigned char *)s;
-
-	fputc('"', out);
-	for (uint32_t i = 0; i < len;) {
-		uint32_t n = utf8_seq_len(u + i, len - i);
-
-		if (n == 0) {
-			fputs("\\ufffd", out);
-			i++;
-			continue;
-		}
-		if (n > 1) {
-			fwrite(u + i, 1, n, out);
-			i += n;
-			continue;
-		}
-		switch (u[i]) {
-		case '"': fputs("\\\"", out); break;
-		case '\\': fputs("\\\\", out); break;
-		case '\b': fputs("\\b", out); break;
-		case '\f': fputs("\\f", out); break;
-		case '\n': fputs("\\n", out); break;
-		case '\r': fputs("\\r", out); break;
-		case '\t': fputs("\\t", out); break;
-		default:
-			if (u[i] < 0x20)
-				fprintf(out, "\\u%04x", u[i]);
-			else
-				fputc(u[i], out);
-		}
-		i++;
-	}
-	fputc('"', out);
-}
-
-static void json_hex(FILE *out, const char *s, uint32_t len)
-{
-	fputc('"', out);
-	for (uint32_t i = 0; i < len; i++)
-		fprintf(out, "%02x", (unsigned char)s[i]);
-	fputc('"', out);
-}
-
-/*
- * A finite float with the digits that bring it back exactly (9 for float32, 17 for float64), and a
- * ".0" when it would otherwise read as an integer, so that JSON readers keep it a float.
- */
-static void json_float(FILE *out, double v, int digits)
-{
-	char text[40];
-
-	snprintf(text, sizeof(text), "%.*g", digits, v);
-	fputs(text, out);
-	if (!strpbrk(text, ".eE"))
-		fputs(".0", out);
-}
-
-static void json_value(FILE *out, const msgpack_object *o, int depth);
-
-/* JSON keys are strings: another key type is printed as JSON and that text becomes the key. */
-static void json_key(FILE *out, const msgpack_object *key, int depth)
-{
-	char *text = NULL;
-	size_t size = 0;
-	FILE *mem;
-
-	if (key->type == MSGPACK_OBJECT_STR) {
-		json_string(out, key->via.str.ptr, key->via.str.size);
-		return;
-	}
-	mem = open_memstream(&text, &size);
-	if (!mem) {
-		fprintf(stderr, TOOL ": out of memory\n");
-		exit(EXIT_ERROR);
-	}
-	json_value(mem, key, depth);
-	fclose(mem);
-	json_string(out, text, (uint32_t)size);
-	free(text);
-}
-
-/*
- * Print a msgpack object as JSON. Floats that JSON cannot hold (NaN, infinities) print as null; bin
- * prints as a hex string and ext as {"ext_type": n, "data": hex}.
- */
-static void json_value(FILE *out, const msgpack_object *o, int depth)
-{
-	if (depth > JSON_DEPTH_MAX) {
-		fputs("null", out);
-		return;
-	}
-	switch (o->type) {
-	case MSGPACK_OBJECT_NIL: fputs("null", out); break;
-	case MSGPACK_OBJECT_BOOLEAN: fputs(o->via.boolean ? "true" : "false", out); break;
-	case MSGPACK_OBJECT_POSITIVE_INTEGER: fprintf(out, "%" PRIu64, o->via.u64); break;
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER: fprintf(out, "%" PRId64, o->via.i64); break;
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64:
-		if (!isfinite(o->via.f64))
-			fputs("null", out);
-		else
-			json_float(out, o->via.f64, o->type == MSGPACK_OBJECT_FLOAT32 ? 9 : 17);
-		break;
-	case MSGPACK_OBJECT_STR: json_string(out, o->via.str.ptr, o->via.str.size); break;
-	case MSGPACK_OBJECT_BIN: json_hex(out, o->via.bin.ptr, o->via.bin.size); break;
-	case MSGPACK_OBJECT_EXT:
-		fprintf(out, "{\"ext_type\": %d, \"data\": ", o->via.ext.type);
-		json_hex(out, o->via.ext.ptr, o->via.ext.size);
-		fputc('}', out);
-		break;
-	case MSGPACK_OBJECT_ARRAY:
-		fputc('[', out);
-		for (uint32_t i = 0; i < o->via.array.size; i++) {
-			if (i)
-				fputs(", ", out);
-			json_value(out, &o->via.array.ptr[i], depth + 1);
-		}
-		fputc(']', out);
-		break;
-	case MSGPACK_OBJECT_MAP:
-		fputc('{', out);
-		for (uint32_t i = 0; i < o->via.map.size; i++) {
-			if (i)
-				fputs(", ", out);
-			json_key(out, &o->via.map.ptr[i].key, depth + 1);
-			fputs(": ", out);
-			json_value(out, &o->via.map.ptr[i].val, depth + 1);
-		}
-		fputc('}', out);
-		break;
-	default: fputs("null", out); break;
-	}
 }
 
 /* ---- human output: values as text, aligned tables ---- */
@@ -430,7 +236,7 @@ static char *value_text(const msgpack_object *o)
 			fprintf(stderr, TOOL ": out of memory\n");
 			exit(EXIT_ERROR);
 		}
-		json_value(mem, o, 0);
+		zh_cli_print_json(mem, o);
 		fclose(mem);
 		return text;
 	}
@@ -929,7 +735,7 @@ static int run_remote(const struct ctl_command *cmd, char **args, uint32_t nargs
 		free(error);
 		rc = EXIT_STATUS;
 	} else if (opt->json) {
-		json_value(stdout, reply.result, 0);
+		zh_cli_print_json(stdout, reply.result);
 		fputc('\n', stdout);
 	} else {
 		cmd->print(reply.result, args);
@@ -1045,7 +851,7 @@ static int parse_options(int argc, char **argv, struct ctl_options *opt)
 		case O_SOCKET: opt->socket_path = optarg; break;
 		case O_JSON: opt->json = 1; break;
 		case O_TIMEOUT:
-			if (parse_u32(optarg, CTL_TIMEOUT_MS_MAX, &opt->timeout_ms) || opt->timeout_ms == 0) {
+			if (zh_cli_parse_u32(optarg, 0, CTL_TIMEOUT_MS_MAX, &opt->timeout_ms) || opt->timeout_ms == 0) {
 				fprintf(stderr, TOOL ": bad value '%s' for --timeout-ms (1 to %u)\n", optarg,
 					CTL_TIMEOUT_MS_MAX);
 				return -EINVAL;

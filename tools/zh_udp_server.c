@@ -33,6 +33,7 @@
 #include "krn_request.h"
 #include "krn_serve.h"
 #include "zh_proto.h"
+#include "zh_cli.h"
 
 #define EXIT_OK 0
 #define EXIT_ERROR 1
@@ -120,27 +121,6 @@ static void usage(FILE *out)
 		BATCH_DEFAULT, BATCH_MAX, DURATION_DEFAULT_S, DURATION_MAX_S);
 }
 
-static int parse_u32(const char *text, uint32_t min, uint32_t max, uint32_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	errno = 0;
-	v = strtoull(text, &end, 10);
-	if (errno || end == text || *end != '\0' || text[0] == '-' || v < min || v > max)
-		return -EINVAL;
-	*out = (uint32_t)v;
-	return 0;
-}
-
-/* The same range the load generator may send to: the benchmarking range or the loopback. */
-static int address_allowed(struct in_addr addr)
-{
-	uint32_t a = ntohl(addr.s_addr);
-
-	return (a & 0xfffe0000u) == 0xc6120000u || (a >> 24) == 127u;
-}
-
 static int parse_one(int c, const char *arg, struct server_options *opt)
 {
 	uint32_t v;
@@ -148,14 +128,14 @@ static int parse_one(int c, const char *arg, struct server_options *opt)
 	switch (c) {
 	case 'b': opt->bind_text = arg; return 0;
 	case 'p':
-		if (parse_u32(arg, 1, 65535, &v))
+		if (zh_cli_parse_u32(arg, 1, 65535, &v))
 			return -EINVAL;
 		opt->bind_addr.sin_port = htons((uint16_t)v);
 		return 0;
 	case 'B': opt->busy_poll = 1; return 0;
-	case 'n': return parse_u32(arg, 1, BATCH_MAX, &opt->batch);
+	case 'n': return zh_cli_parse_u32(arg, 1, BATCH_MAX, &opt->batch);
 	case 'c':
-		if (parse_u32(arg, 0, CPU_SETSIZE - 1, &v))
+		if (zh_cli_parse_u32(arg, 0, CPU_SETSIZE - 1, &v))
 			return -EINVAL;
 		opt->cpu = (int)v;
 		return 0;
@@ -165,7 +145,7 @@ static int parse_one(int c, const char *arg, struct server_options *opt)
 		opt->model_names[opt->model_count++] = arg;
 		return 0;
 	case 'd':
-		if (parse_u32(arg, 1, DURATION_MAX_S, &v))
+		if (zh_cli_parse_u32(arg, 1, DURATION_MAX_S, &v))
 			return -EINVAL;
 		opt->duration_ns = v * NS_PER_S;
 		return 0;
@@ -217,7 +197,7 @@ static int parse_args(int argc, char **argv, struct server_options *opt)
 	if (opt->model_count == 0)
 		opt->model_names[opt->model_count++] = "echo";
 	if (inet_pton(AF_INET, opt->bind_text, &opt->bind_addr.sin_addr) != 1 ||
-	    !address_allowed(opt->bind_addr.sin_addr)) {
+	    !zh_cli_dest_allowed(opt->bind_addr.sin_addr)) {
 		fprintf(stderr, "zerohop-udp-echo: refusing to bind to '%s': only 198.18.0.0/15 and "
 			"127.0.0.0/8 addresses\n", opt->bind_text);
 		return -EINVAL;
