@@ -1003,10 +1003,10 @@ static void check_nic_driver(struct doctor *d, const struct pci_dev *nic)
 			say(r, "kernel driver %s, interface %s%s %s: the kernel owns it, DPDK does not", nic->driver,
 			    nif.name, nif.count > 1 ? " (and more)" : "", nif.up ? "up" : "down");
 		if (nif.up)
-			fix(r, "ip link set %s down; dpdk-devbind.py --bind=vfio-pci %s (or a --vdev on a dev machine)",
+			fix(r, "ip link set %s down; dpdk-devbind.py --bind=vfio-pci %s (or --no-pci --vdev on a dev machine)",
 			    nif.name, nic->bdf);
 		else
-			fix(r, "dpdk-devbind.py --bind=vfio-pci %s (or a --vdev on a dev machine)", nic->bdf);
+			fix(r, "dpdk-devbind.py --bind=vfio-pci %s (or --no-pci --vdev on a dev machine)", nic->bdf);
 	}
 }
 

@@ -138,7 +138,8 @@ def test_bench_plot_png(net, appliance, tmp_path):
     assert len(data) > 1024
 
 
-@pytest.mark.parametrize("addr", ["10.0.0.1", "192.168.1.1", "8.8.8.8", "198.20.0.1", "198.17.255.255",
+# Documentation ranges (RFC 5737) and the edges of 198.18.0.0/15: nothing is ever sent to them.
+@pytest.mark.parametrize("addr", ["192.0.2.1", "198.51.100.7", "203.0.113.9", "198.20.0.1", "198.17.255.255",
                                   "0.0.0.0", "255.255.255.255"])
 def test_bench_refuses_destination_outside_test_ranges(net, appliance, addr):
     # Inside the client namespace, which has no route to any of these anyway.
@@ -245,6 +246,6 @@ def test_bench_udp_echo_baseline(net, appliance, kernel_net, mode):
 
 
 def test_bench_udp_echo_refuses_other_addresses(appliance):
-    out = subprocess.run([f"{ROOT}/{appliance.build}/zerohop-udp-echo", "--bind", "10.1.2.3", "--duration-s",
+    out = subprocess.run([f"{ROOT}/{appliance.build}/zerohop-udp-echo", "--bind", "203.0.113.3", "--duration-s",
                           "1"], capture_output=True, text=True, timeout=10)
     assert out.returncode == 2 and "refusing" in out.stderr

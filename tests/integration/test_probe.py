@@ -241,8 +241,9 @@ def test_payload_idle_and_placement(net, build):
 @pytest.mark.parametrize("build", BUILDS)
 def test_refusals_and_bounds(build):
     exe = f"{ROOT}/{build}/zerohop-probe"
-    for args in (["--addr", "8.8.8.8"], ["--addr", "10.1.2.3"], ["--addr", "198.20.0.1"],
-                 ["--target", "cpu=192.168.1.1:9000"]):
+    # Documentation ranges (RFC 5737) and just outside 198.18.0.0/15: refused before anything is sent.
+    for args in (["--addr", "192.0.2.1"], ["--addr", "203.0.113.3"], ["--addr", "198.20.0.1"],
+                 ["--target", "cpu=198.51.100.1:9000"]):
         result = subprocess.run([exe, *args], capture_output=True, text=True, timeout=10)
         assert result.returncode == 2 and "refused" in result.stderr, (args, result.stderr)
     for args in (["--count", "0"], ["--max-seconds", "99999"], ["--mode", "rate"], ["--sizes", "1"],

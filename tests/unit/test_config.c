@@ -177,10 +177,10 @@ static const char full_file[] =
 	"# a hash comment too\n"                                    /* 2 */
 	"\n"                                                        /* 3 */
 	"[network]\n"                                               /* 4 */
-	"ip = 10.1.2.3\n"                                           /* 5 */
+	"ip = 198.19.2.3\n"                                           /* 5 */
 	"udp_port=7001\n"                                           /* 6 */
 	"  port_id   =   3  \n"                                     /* 7 */
-	"allow = 10.0.0.0/8,192.168.1.0/24 , 0.0.0.0/0\n"           /* 8 */
+	"allow = 198.18.0.0/15,203.0.113.0/24 , 0.0.0.0/0\n"           /* 8 */
 	"\n"                                                        /* 9 */
 	"[device]\n"                                                /* 10 */
 	"kind = cuda-gpudirect\n"                                   /* 11 */
@@ -219,8 +219,8 @@ static void each_collect(void *arg, const char *key, const char *value)
 static void test_full_file(void)
 {
 	static const char *const each_expected[] = {
-		"network.ip=10.1.2.3", "network.udp_port=7001", "network.port_id=3",
-		"network.allow=10.0.0.0/8,192.168.1.0/24,0.0.0.0/0", "device.kind=cuda-gpudirect",
+		"network.ip=198.19.2.3", "network.udp_port=7001", "network.port_id=3",
+		"network.allow=198.18.0.0/15,203.0.113.0/24,0.0.0.0/0", "device.kind=cuda-gpudirect",
 		"device.workers=3", "device.worker_cores=4,5,1023", "device.ring_slots=4096",
 		"device.idle=backoff", "device.cuda_blocks=16", "device.stall_ms=2500", "device.run_state_mib=128",
 		"mgmt.ctl_socket=/run/zerohop/ctl.sock", "mgmt.http_port=0", "mgmt.max_connections=64",
@@ -232,12 +232,12 @@ static void test_full_file(void)
 
 	EXPECT_OK(full_file, &cfg);
 	CHECK_U64(cfg.set_mask, (1ull << MGMT_CFG_KEY_COUNT) - 1);
-	CHECK_STR(cfg.ip, "10.1.2.3");
+	CHECK_STR(cfg.ip, "198.19.2.3");
 	CHECK_U64(cfg.udp_port, 7001);
 	CHECK_U64(cfg.port_id, 3);
 	CHECK_U64(cfg.allow_count, 3);
-	CHECK_STR(cfg.allow[0], "10.0.0.0/8");
-	CHECK_STR(cfg.allow[1], "192.168.1.0/24");
+	CHECK_STR(cfg.allow[0], "198.18.0.0/15");
+	CHECK_STR(cfg.allow[1], "203.0.113.0/24");
 	CHECK_STR(cfg.allow[2], "0.0.0.0/0");
 	CHECK_STR(cfg.kind, "cuda-gpudirect");
 	CHECK_U64(cfg.workers, 3);
@@ -464,10 +464,10 @@ static void test_cores(void)
 
 static void test_allow(void)
 {
-	static const char *const bad[] = { "10.0.0.0", "10.0.0.0/33", "10.0.0/8", "10.0.0.0/-1", "10.0.0.0/08",
-					   "10.0.0.0/", "/8", "a.b.c.d/8", "10.0.0.256/8", "10.0.0.0/8/1",
-					   "10.0.0.0/8 x", "010.0.0.0/8", "10.0.0.0/0x8", "10.0.0.0 /8" };
-	static const char *const bad_lists[] = { "", "10.0.0.0/8,", ",10.0.0.0/8", "10.0.0.0/8,,1.2.3.4/32",
+	static const char *const bad[] = { "198.18.0.0", "198.18.0.0/33", "198.18.0/15", "198.18.0.0/-1", "198.18.0.0/015",
+					   "198.18.0.0/", "/15", "a.b.c.d/15", "198.18.0.256/15", "198.18.0.0/15/1",
+					   "198.18.0.0/15 x", "198.018.0.0/15", "198.18.0.0/0xf", "198.18.0.0 /15" };
+	static const char *const bad_lists[] = { "", "198.18.0.0/15,", ",198.18.0.0/15", "198.18.0.0/15,,1.2.3.4/32",
 						 "255.255.255.255/32255" };
 	struct mgmt_config cfg;
 	size_t used;
@@ -475,12 +475,12 @@ static void test_allow(void)
 	EXPECT_OK("[network]\nallow = 1.2.3.4/32\n", &cfg);
 	CHECK_U64(cfg.allow_count, 1);
 	CHECK_STR(cfg.allow[0], "1.2.3.4/32");
-	EXPECT_OK("[network]\nallow = 10.0.0.0/8,\t255.255.255.255/32 , 0.0.0.0/0\n", &cfg);
+	EXPECT_OK("[network]\nallow = 198.18.0.0/15,\t255.255.255.255/32 , 0.0.0.0/0\n", &cfg);
 	CHECK_U64(cfg.allow_count, 3);
 	CHECK_STR(cfg.allow[1], "255.255.255.255/32");
 	/* Host bits past the length are refused, as --allow refuses them. */
 	EXPECT_ERROR("[network]\nallow = 198.18.0.1/15\n", 2, "'198.18.0.1/15' has host bits set past /15");
-	EXPECT_ERROR("[network]\nallow = 10.0.0.0/8, 1.0.0.0/0\n", 2, "host bits set past /0");
+	EXPECT_ERROR("[network]\nallow = 198.18.0.0/15, 1.0.0.0/0\n", 2, "host bits set past /0");
 	EXPECT_OK("[network]\nallow = 198.18.0.0/15, 198.18.0.1/32\n", &cfg);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		text_set("[network]\nallow = 1.2.3.0/24, %s\n", bad[i]);
@@ -491,14 +491,14 @@ static void test_allow(void)
 		EXPECT_ERROR(text, 3, "network.allow");
 	}
 	/* 64 entries, and one more. */
-	used = (size_t)snprintf(text, sizeof(text), "[network]\nallow = 10.0.0.0/32");
+	used = (size_t)snprintf(text, sizeof(text), "[network]\nallow = 198.18.0.0/32");
 	for (unsigned i = 1; i < 64; i++)
-		used += (size_t)snprintf(text + used, sizeof(text) - used, ", 10.0.%u.%u/32", i / 8, i);
+		used += (size_t)snprintf(text + used, sizeof(text) - used, ", 198.18.%u.%u/32", i / 8, i);
 	snprintf(text + used, sizeof(text) - used, "\n");
 	EXPECT_OK(text, &cfg);
 	CHECK_U64(cfg.allow_count, 64);
-	CHECK_STR(cfg.allow[63], "10.0.7.63/32");
-	snprintf(text + used, sizeof(text) - used, ",192.168.0.0/16\n");
+	CHECK_STR(cfg.allow[63], "198.18.7.63/32");
+	snprintf(text + used, sizeof(text) - used, ",203.0.113.0/24\n");
 	EXPECT_ERROR(text, 2, "too many allow entries: at most 64");
 	EXPECT_ERROR("[network]\nallow = 1.2.3.4/32\nallow = 1.2.3.5/32\n", 3, "duplicate key network.allow");
 }
