@@ -73,11 +73,11 @@ static void test_parse_good(void)
 		{ "198.18.0.0/15", IP4(198, 18, 0, 0), 0xfffe0000u },
 		{ "198.18.0.2/32", IP4(198, 18, 0, 2), 0xffffffffu },
 		{ "0.0.0.0/0", 0, 0 },
-		{ "10.0.0.0/8", IP4(10, 0, 0, 0), 0xff000000u },
+		{ "100.0.0.0/8", IP4(100, 0, 0, 0), 0xff000000u },
 		{ "128.0.0.0/1", IP4(128, 0, 0, 0), 0x80000000u },
 		{ "255.255.255.255/32", 0xffffffffu, 0xffffffffu },
 		{ "255.255.255.254/31", 0xfffffffeu, 0xfffffffeu },
-		{ "192.168.0.0/16", IP4(192, 168, 0, 0), 0xffff0000u },
+		{ "203.0.0.0/16", IP4(203, 0, 0, 0), 0xffff0000u },
 		{ "1.2.3.0/24", IP4(1, 2, 3, 0), 0xffffff00u },
 		{ "0.0.0.0/32", 0, 0xffffffffu },
 	};
@@ -100,7 +100,7 @@ static void test_parse_bad(void)
 		"1.2.3.4/3a", "256.0.0.0/8", "1.2.3.4/32/1", "1.2.3.4//32", "1..3.4/32", "::1/128",
 		"1.2.3.4/32\n", "1.2.3.4000/32", "1234567890123456789.0.0.0/8",
 		/* Host bits set beyond the length are refused, not masked (dp_acl.h). */
-		"198.18.0.1/15", "198.19.0.0/15", "10.0.0.1/8", "0.0.0.1/0", "1.2.3.5/31", "128.0.0.0/0",
+		"198.18.0.1/15", "198.19.0.0/15", "100.0.0.1/8", "0.0.0.1/0", "1.2.3.5/31", "128.0.0.0/0",
 	};
 
 	for (uint32_t i = 0; i < ARRAY_SIZE(bad); i++) {
@@ -122,7 +122,7 @@ static void test_add_bound(void)
 	CHECK(dp_acl_add(&acl, "") == -EINVAL);
 	CHECK(acl.count == 0);
 	for (uint32_t i = 0; i < DP_ACL_PREFIXES_MAX; i++) {
-		snprintf(text, sizeof(text), "10.%u.0.0/16", i);
+		snprintf(text, sizeof(text), "100.%u.0.0/16", i);
 		CHECK_TEXT(dp_acl_add(&acl, text) == 0, text);
 	}
 	CHECK(acl.count == DP_ACL_PREFIXES_MAX);
@@ -130,9 +130,9 @@ static void test_add_bound(void)
 	CHECK(dp_acl_add(&acl, "a.b.c.d/8") == -EINVAL);
 	CHECK(acl.count == DP_ACL_PREFIXES_MAX);
 	/* All 64 are matched, the last one included; what did not fit is not. */
-	CHECK(dp_acl_allows(&acl, wire(IP4(10, 0, 9, 9))));
-	CHECK(dp_acl_allows(&acl, wire(IP4(10, 63, 255, 255))));
-	CHECK(!dp_acl_allows(&acl, wire(IP4(10, 64, 0, 0))));
+	CHECK(dp_acl_allows(&acl, wire(IP4(100, 0, 9, 9))));
+	CHECK(dp_acl_allows(&acl, wire(IP4(100, 63, 255, 255))));
+	CHECK(!dp_acl_allows(&acl, wire(IP4(100, 64, 0, 0))));
 	CHECK(!dp_acl_allows(&acl, wire(IP4(198, 18, 0, 2))));
 }
 
@@ -140,7 +140,7 @@ static void test_add_bound(void)
 
 static void test_empty_allows_all(void)
 {
-	static const uint32_t addrs[] = { 0, 1, IP4(198, 18, 0, 2), IP4(10, 0, 0, 1), 0xffffffffu };
+	static const uint32_t addrs[] = { 0, 1, IP4(198, 18, 0, 2), IP4(100, 0, 0, 1), 0xffffffffu };
 	struct dp_acl acl;
 
 	dp_acl_init(&acl);
@@ -214,15 +214,15 @@ static void test_several(void)
 	struct dp_acl acl;
 
 	dp_acl_init(&acl);
-	CHECK(dp_acl_add(&acl, "10.0.0.0/8") == 0);
+	CHECK(dp_acl_add(&acl, "100.0.0.0/8") == 0);
 	CHECK(dp_acl_add(&acl, "198.19.0.0/16") == 0);
 	CHECK(dp_acl_add(&acl, "192.0.2.7/32") == 0);
-	CHECK(dp_acl_allows(&acl, wire(IP4(10, 200, 1, 1))));
+	CHECK(dp_acl_allows(&acl, wire(IP4(100, 200, 1, 1))));
 	CHECK(dp_acl_allows(&acl, wire(IP4(198, 19, 4, 4))));
 	CHECK(dp_acl_allows(&acl, wire(IP4(192, 0, 2, 7))));
 	CHECK(!dp_acl_allows(&acl, wire(IP4(198, 18, 0, 2))));
 	CHECK(!dp_acl_allows(&acl, wire(IP4(192, 0, 2, 8))));
-	CHECK(!dp_acl_allows(&acl, wire(IP4(11, 0, 0, 0))));
+	CHECK(!dp_acl_allows(&acl, wire(IP4(101, 0, 0, 0))));
 	CHECK(!dp_acl_allows(&acl, wire(IP4(0, 0, 0, 10))));
 }
 
