@@ -6,18 +6,19 @@ set -euo pipefail
 packages=(
 	# build
 	gcc make pkg-config
-	libdpdk-dev dpdk              # DPDK 22.11: EAL, ethdev, af_packet/af_xdp/null/ring PMDs, dpdk-testpmd
+	libdpdk-dev dpdk              # DPDK 22.11: EAL, ethdev, af_packet/af_xdp/null/ring PMDs (no testpmd in Debian 12)
 	libmsgpack-dev                # msgpack-c 4.0 (tools and the decoder's reference in tests)
 	liburing-dev                  # io_uring management plane
 	libibverbs-dev                # rdma-core verbs (GPUDirect RDMA checks)
 	libsystemd-dev                # sd_notify: Type=notify, the watchdog
 	libnuma-dev
 	libinih-dev                   # inih 55: the configuration file (mgmt/mgmt_config.c)
+	libjson-c-dev                 # json-c: model config.json and safetensors headers; the test suite JSON
 	# run: the dev network
 	iproute2 ethtool iputils-ping procps
+	curl                          # README's /metrics and /healthz examples
 	# test
 	clang-14 libclang-rt-14-dev   # libFuzzer and sanitizer runtimes
-	libjson-c-dev                 # json-c: model config.json and safetensors headers; the test suite JSON
 	python3-msgpack python3-scapy python3-pytest python3-numpy
 	# bench
 	gnuplot-nox                   # zerohop-bench --plot and bench-latency's percentile plots
