@@ -134,7 +134,7 @@ $(CUDA_BUILD)/%.o: %.cu
 	$(Q)$(NVCC) $(NVCC_FLAGS) -MMD -MP -c $< -o $@
 
 $(BUILD)/zerohopd: $(BUILD)/dataplane/zerohopd.o $(DP_OBJS) $(PLANE_OBJS) $(GPU_OBJS) $(KERNEL_OBJS)
-	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) $(URING_LIBS) $(MSGPACK_LIBS) $(SYSTEMD_LIBS) $(CUDA_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) $(URING_LIBS) $(MSGPACK_LIBS) $(SYSTEMD_LIBS) $(VERBS_LIBS) $(CUDA_LIBS) $(LDLIBS)
 
 $(BUILD)/zerohop-client: $(BUILD)/tools/zerohop_client.o $(KERNEL_OBJS)
 	$(CC) $(LDFLAGS) $^ -o $@ $(MSGPACK_LIBS) $(LDLIBS)
@@ -190,7 +190,7 @@ bench-path: $(BUILD)/bench/bench_path
 
 $(BUILD)/bench/bench_path: $(BUILD)/tests/bench/bench_path.o $(DP_OBJS) $(BUILD)/dataplane/dp_acl.o $(GPU_OBJS) $(KERNEL_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) -lrte_net_ring $(CUDA_LIBS) $(LDLIBS)
+	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) -lrte_net_ring $(VERBS_LIBS) $(CUDA_LIBS) $(LDLIBS)
 
 # CPU forward speed on stories260K, one thread, the chosen matrix kernel beside the portable one.
 bench-llama: $(BUILD)/bench/bench_llama

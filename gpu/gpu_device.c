@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <infiniband/verbs.h>
+
 #include "gpu_device.h"
 #include "gpu_cuda.h"
 #include "krn_math.h"
@@ -341,6 +343,20 @@ static int resolve_kind(enum gpu_kind asked, enum gpu_kind *out, char why[GPU_WH
 	if (rc <= 0) {
 		snprintf(why, GPU_WHY_SIZE, "%s cannot run: %s", gpu_device_kind_name(asked), cuda_why);
 		return rc < 0 ? rc : -ENODEV;
+	}
+	if (asked == GPU_KIND_CUDA_GPUDIRECT) {
+		/* The NIC writes into GPU memory through its RDMA driver (mlx5's, through rdma-core): without
+		 * an RDMA device there is no GPUDirect path, whatever the GPU can do. */
+		int devices = 0;
+		struct ibv_device **list = ibv_get_device_list(&devices);
+
+		if (list)
+			ibv_free_device_list(list);
+		if (devices <= 0) {
+			snprintf(why, GPU_WHY_SIZE, "cuda-gpudirect cannot run: rdma-core sees no RDMA device (a "
+				 "GPUDirect-RDMA NIC such as ConnectX-6 Dx/7 is needed; docs/HARDWARE.md)");
+			return -ENODEV;
+		}
 	}
 	*out = asked;
 	return 0;
