@@ -46,46 +46,7 @@ ZH_STATIC_ASSERT(ANS_STRIDE_BYTES >= ZH_ANS_MAX_BYTES, "an answer buffer holds a
 
 /* ---- checks ---------------------------------------------------------------------------------- */
 
-static const char *case_name = "";
-static unsigned long checks_passed;
-static unsigned long checks_failed;
-
-/* Printing stops after a screenful, so that a check failing inside a loop stays readable. */
-#define FAILURES_PRINTED_MAX 40u
-
-static void check_failed(const char *file, int line, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void check_failed(const char *file, int line, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (checks_failed++ >= FAILURES_PRINTED_MAX)
-		return;
-	fprintf(stderr, "%s:%d: [%s] ", file, line, case_name);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-#define CHECK(cond)                                                              \
-	do {                                                                     \
-		if (cond)                                                        \
-			checks_passed++;                                         \
-		else                                                             \
-			check_failed(__FILE__, __LINE__, "check failed: %s", #cond); \
-	} while (0)
-
-#define CHECK_U64(a, b)                                                                          \
-	do {                                                                                     \
-		uint64_t a_ = (uint64_t)(a), b_ = (uint64_t)(b);                                 \
-		if (a_ == b_)                                                                    \
-			checks_passed++;                                                         \
-		else                                                                             \
-			check_failed(__FILE__, __LINE__, "%s == %s: %" PRIu64 " != %" PRIu64, #a, #b, \
-				     a_, b_);                                                    \
-	} while (0)
+#include "zh_check.h"
 
 #define CHECK_PTR(a, b)                                                                      \
 	do {                                                                                 \
