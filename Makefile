@@ -155,6 +155,13 @@ $(BUILD)/tests/test_parse: $(BUILD)/tests/unit/test_parse.o $(BUILD)/dataplane/d
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) $(LDLIBS)
 
+# The rx lcore on header-split frames, in process (net_ring), with the cpu device inline.
+all: $(BUILD)/tests/test_split
+$(BUILD)/tests/test_split: $(BUILD)/tests/unit/test_split.o $(DP_OBJS) $(BUILD)/dataplane/dp_acl.o $(GPU_OBJS) \
+		$(KERNEL_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) -lrte_net_ring $(VERBS_LIBS) $(CUDA_LIBS) $(LDLIBS)
+
 $(BUILD)/tests/gpu_check: tests/gpu/gpu_check.cu $(filter $(CUDA_BUILD)/%,$(CUDA_OBJS)) $(BUILD)/mgmt/mgmt_model.o \
 		$(KERNEL_OBJS)
 	@mkdir -p $(dir $@)

@@ -171,13 +171,45 @@ void dp_stats_print_json(FILE *out, const char *prefix, const struct dp_stats *s
 	fflush(out);
 }
 
+/*
+ * A split frame's payload segment (device memory) goes back to its pool once nothing will read it, so
+ * that whatever is built over the headers (an answer, a reply) is one segment in host memory.
+ */
+static inline void drop_payload_segment(struct rte_mbuf *m)
+{
+	if (likely(m->next == NULL))
+		return;
+	rte_pktmbuf_free(m->next);
+	m->next = NULL;
+	m->nb_segs = 1;
+	m->pkt_len = m->data_len;
+}
+
+/*
+ * Where the request payload lies: in the frame, or in a split frame's second segment, which it must
+ * begin and fit in (the device reads it as one run of bytes). NULL for any other layout.
+ */
+static inline const uint8_t *payload_of(const struct rte_mbuf *m, const struct dp_frame_info *info)
+{
+	const struct rte_mbuf *p = m->next;
+
+	if (likely(p == NULL))
+		return rte_pktmbuf_mtod_offset(m, const uint8_t *, info->payload_offset);
+	if (info->payload_offset != m->data_len || info->payload_size > p->data_len)
+		return NULL;
+	return rte_pktmbuf_mtod(p, const uint8_t *);
+}
+
 /* Answer a request from the rx lcore itself (busy, too_large): headers only, id unknown (nil). */
 static int answer_now(struct dp_lcore *lc, struct rte_mbuf *m, const struct dp_frame_info *info,
 		      enum zh_status status, const char *error, struct dp_stats *local)
 {
 	uint8_t ans[ZH_ERROR_ANS_MAX_BYTES];
 	uint32_t ans_size = krn_answer_encode_error(ans, sizeof(ans), 0, 0, status, error);
-	uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
+	uint8_t *frame;
+
+	drop_payload_segment(m);
+	frame = rte_pktmbuf_mtod(m, uint8_t *);
 	uint32_t frame_size = dp_make_udp_answer(&lc->self, frame, m->buf_len - m->data_off, info, ans,
 						 ans_size);
 
@@ -214,7 +246,12 @@ static int publish_request(struct dp_lcore *lc, struct rte_mbuf *m, const struct
 		local->counters[DP_COUNTER_device_stalled]++;
 		return answer_now(lc, m, info, ZH_STATUS_INTERNAL, "device stalled", local);
 	}
-	uint64_t req_addr = gpu_device_payload_addr(lc->dev, rte_pktmbuf_mtod_offset(m, uint8_t *, info->payload_offset));
+	/* A failed flush leaves the NIC's writes of this burst possibly unseen by the device. */
+	if (unlikely(lc->burst_unflushed)) {
+		local->counters[DP_COUNTER_payload_flush_failed]++;
+		return answer_now(lc, m, info, ZH_STATUS_INTERNAL, "payload flush failed", local);
+	}
+	uint64_t req_addr = gpu_device_payload_addr(lc->dev, payload_of(m, info));
 	if (unlikely(req_addr == 0)) {
 		local->counters[DP_COUNTER_device_unmapped]++;
 		return answer_now(lc, m, info, ZH_STATUS_INTERNAL, "payload not visible to the device", local);
@@ -274,12 +311,18 @@ static int handle_frame(struct dp_lcore *lc, struct rte_mbuf *m, uint64_t rx_tsc
 	uint32_t size;
 	int rc;
 
-	if (unlikely(m->nb_segs != 1)) {
+	/* One segment, or with header split, headers and payload (dp_port.h). */
+	if (unlikely(m->nb_segs != 1) && !(lc->split && m->nb_segs == 2)) {
 		local->drops[DP_DROP_MULTI_SEGMENT]++;
 		rte_pktmbuf_free(m);
 		return 0;
 	}
-	verdict = dp_classify(&lc->self, frame, rte_pktmbuf_data_len(m), rx_cksum_flags(m->ol_flags), &info);
+	verdict = dp_classify_split(&lc->self, frame, rte_pktmbuf_data_len(m), rte_pktmbuf_pkt_len(m),
+				    rx_cksum_flags(m->ol_flags), &info);
+	if (unlikely(verdict == DP_VERDICT_REQUEST && m->next != NULL && payload_of(m, &info) == NULL)) {
+		verdict = DP_VERDICT_DROP;
+		info.drop = DP_DROP_SPLIT_LAYOUT;
+	}
 	/* A source off the allow-list gets no answer of any kind, ARP and ICMP included. */
 	if (verdict != DP_VERDICT_DROP && !dp_acl_allows(&lc->acl, info.src_ip)) {
 		verdict = DP_VERDICT_DROP;
@@ -297,10 +340,12 @@ static int handle_frame(struct dp_lcore *lc, struct rte_mbuf *m, uint64_t rx_tsc
 		tx[(*tx_count)++] = m;
 		return 1;
 	case DP_VERDICT_ARP_REQUEST:
+		drop_payload_segment(m); /* Ethernet padding past a split point */
 		size = dp_make_arp_reply(&lc->self, frame, &info);
 		local->counters[DP_COUNTER_arp_replies]++;
 		break;
 	case DP_VERDICT_ICMP_ECHO:
+		drop_payload_segment(m);
 		size = dp_make_icmp_reply(&lc->self, frame, &info);
 		local->counters[DP_COUNTER_icmp_replies]++;
 		break;
@@ -402,6 +447,8 @@ static uint32_t reap_done(struct dp_lcore *lc, struct rte_mbuf **tx, uint32_t *t
 		uint32_t frame_size = 0;
 
 		record_answer(lc, slot, status, tx_tsc);
+		/* DONE: the device has read the payload for good. */
+		drop_payload_segment(m);
 		lc->pending_head = (lc->pending_head + 1) & ring->slot_mask;
 		lc->pending_count--;
 		reaped++;
@@ -480,6 +527,12 @@ static uint32_t poll_once(struct dp_lcore *lc)
 
 		/* Read once per burst: the watchdog's verdict changes on a scale of milliseconds. */
 		lc->device_healthy = gpu_device_healthy(lc->dev);
+		/* GPUDirect RDMA on a GPU that does not order the NIC's writes: one flush covers every
+		 * frame the port has completed so far, so it comes before any of them is published. */
+		if (unlikely(lc->flush_payload)) {
+			lc->burst_unflushed = gpu_device_flush_payload_writes(lc->dev) != 0;
+			local.counters[DP_COUNTER_payload_flushes]++;
+		}
 		local.counters[DP_COUNTER_rx_frames] = n;
 		for (uint32_t i = 0; i < PREFETCH_OFFSET && i < n; i++)
 			rte_prefetch0(rte_pktmbuf_mtod(rx[i], void *));

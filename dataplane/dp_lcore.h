@@ -35,7 +35,9 @@
 	X(device_unmapped, "requests answered internal: payload not visible to the device") \
 	X(draining, "requests answered draining")                                  \
 	X(answers_zero_copy, "answers sent from the device's answer buffer")     \
-	X(answers_copied, "answers copied into the request's mbuf")
+	X(answers_copied, "answers copied into the request's mbuf")                \
+	X(payload_flushes, "bursts whose NIC writes were flushed to the device before READY") \
+	X(payload_flush_failed, "requests answered internal: the flush before READY failed")
 
 enum dp_counter {
 #define DP_X(name, text) DP_COUNTER_##name,
@@ -101,6 +103,9 @@ struct dp_lcore {
 	/* Inline mode: this lcore's scratch for the device loop; NULL otherwise. */
 	struct krn_scratch *inline_scratch;
 	int device_healthy;               /* the watchdog's verdict, read once per burst */
+	int split;                        /* the port splits headers (host) from payloads (device memory) */
+	int flush_payload;                /* flush NIC writes to the device once per burst (gpudirect) */
+	int burst_unflushed;              /* this burst's flush failed: publish nothing from it */
 	int device_clock_is_tsc;          /* 1 when claim/done stamps are TSC (the cpu device) */
 	int inline_consumer_idx;          /* inline mode: the device's quiescent-state slot */
 	uint64_t ns_per_tsc_q32;          /* TSC ticks to ns, fixed point 32.32 */

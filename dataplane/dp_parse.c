@@ -36,13 +36,27 @@ static enum dp_verdict drop(struct dp_frame_info *info, enum dp_drop why)
 	return DP_VERDICT_DROP;
 }
 
-static enum dp_verdict classify_arp(const struct dp_self *self, const uint8_t *frame, uint32_t frame_size,
+/*
+ * What a classification reads: the frame, its size, and how much of it the CPU may read (`head_size`:
+ * all of it, except in a frame split between host and device memory, dp_classify_split).
+ */
+struct parse_in {
+	const uint8_t *frame;
+	uint32_t frame_size;
+	uint32_t head_size;
+	uint32_t rx_flags;
+};
+
+static enum dp_verdict classify_arp(const struct dp_self *self, const struct parse_in *in,
 				    struct dp_frame_info *info)
 {
-	const struct rte_arp_hdr *arp = (const struct rte_arp_hdr *)(frame + info->l3_offset);
+	const struct rte_arp_hdr *arp = (const struct rte_arp_hdr *)(in->frame + info->l3_offset);
 
-	if (frame_size < info->l3_offset + sizeof(*arp) ||
-	    arp->arp_hardware != rte_cpu_to_be_16(RTE_ARP_HRD_ETHER) ||
+	if (in->frame_size < info->l3_offset + sizeof(*arp))
+		return drop(info, DP_DROP_ARP_OTHER);
+	if (in->head_size < info->l3_offset + sizeof(*arp))
+		return drop(info, DP_DROP_SPLIT_LAYOUT);
+	if (arp->arp_hardware != rte_cpu_to_be_16(RTE_ARP_HRD_ETHER) ||
 	    arp->arp_protocol != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4) ||
 	    arp->arp_hlen != RTE_ETHER_ADDR_LEN || arp->arp_plen != sizeof(uint32_t) ||
 	    arp->arp_opcode != rte_cpu_to_be_16(RTE_ARP_OP_REQUEST) ||
@@ -52,12 +66,16 @@ static enum dp_verdict classify_arp(const struct dp_self *self, const uint8_t *f
 	return DP_VERDICT_ARP_REQUEST;
 }
 
-static enum dp_verdict classify_icmp(const uint8_t *frame, const struct rte_ipv4_hdr *ip,
+static enum dp_verdict classify_icmp(const struct parse_in *in, const struct rte_ipv4_hdr *ip,
 				     struct dp_frame_info *info)
 {
 	uint32_t icmp_size = rte_be_to_cpu_16(ip->total_length) - (info->l4_offset - info->l3_offset);
-	const struct rte_icmp_hdr *icmp = (const struct rte_icmp_hdr *)(frame + info->l4_offset);
+	const struct rte_icmp_hdr *icmp = (const struct rte_icmp_hdr *)(in->frame + info->l4_offset);
 
+	/* The reply is built in place and its checksum covers the whole message: all of it must be
+	 * where the CPU can read and write. */
+	if (icmp_size >= ICMP_HDR_SIZE && info->l4_offset + icmp_size > in->head_size)
+		return drop(info, DP_DROP_SPLIT_LAYOUT);
 	if (icmp_size < ICMP_HDR_SIZE || icmp->icmp_type != RTE_IP_ICMP_ECHO_REQUEST ||
 	    icmp->icmp_code != 0 || rte_raw_cksum(icmp, icmp_size) != CKSUM_ALL_ONES)
 		return drop(info, DP_DROP_ICMP_OTHER);
@@ -92,15 +110,17 @@ static int udp_checksum_ok(const struct rte_ipv4_hdr *ip, const struct rte_udp_h
 	return sum == CKSUM_ALL_ONES;
 }
 
-static enum dp_verdict classify_udp(const struct dp_self *self, const uint8_t *frame,
-				    const struct rte_ipv4_hdr *ip, uint32_t rx_flags, struct dp_frame_info *info)
+static enum dp_verdict classify_udp(const struct dp_self *self, const struct parse_in *in,
+				    const struct rte_ipv4_hdr *ip, struct dp_frame_info *info)
 {
 	uint32_t l4_size = rte_be_to_cpu_16(ip->total_length) - (info->l4_offset - info->l3_offset);
-	const struct rte_udp_hdr *udp = (const struct rte_udp_hdr *)(frame + info->l4_offset);
+	const struct rte_udp_hdr *udp = (const struct rte_udp_hdr *)(in->frame + info->l4_offset);
 	uint32_t udp_len;
 
 	if (l4_size < UDP_HDR_SIZE)
 		return drop(info, DP_DROP_UDP_BAD_LENGTH);
+	if (in->head_size < info->l4_offset + UDP_HDR_SIZE)
+		return drop(info, DP_DROP_SPLIT_LAYOUT);
 	/* Under its own header (0 included) or past the IPv4 payload: bad. Short of the IPv4 payload:
 	 * the datagram is what UDP says and the rest is ignored (dp_parse.h). */
 	udp_len = rte_be_to_cpu_16(udp->dgram_len);
@@ -108,30 +128,38 @@ static enum dp_verdict classify_udp(const struct dp_self *self, const uint8_t *f
 		return drop(info, DP_DROP_UDP_BAD_LENGTH);
 	if (udp->dst_port != self->udp_port)
 		return drop(info, DP_DROP_UDP_OTHER_PORT);
-	if (!udp_checksum_ok(ip, udp, udp_len, rx_flags))
+	/* Our own sum would read a payload in device memory: only the port can vouch for it. */
+	if (udp->dgram_cksum != 0 && !(in->rx_flags & (DP_RX_L4_CKSUM_GOOD | DP_RX_L4_CKSUM_BAD)) &&
+	    info->l4_offset + udp_len > in->head_size)
+		return drop(info, DP_DROP_UDP_UNVERIFIED);
+	if (!udp_checksum_ok(ip, udp, udp_len, in->rx_flags))
 		return drop(info, DP_DROP_UDP_BAD_CHECKSUM);
 	info->payload_offset = (uint16_t)(info->l4_offset + UDP_HDR_SIZE);
 	info->payload_size = (uint16_t)(udp_len - UDP_HDR_SIZE);
 	return DP_VERDICT_REQUEST;
 }
 
-static enum dp_verdict classify_ipv4(const struct dp_self *self, const uint8_t *frame, uint32_t frame_size,
-				     uint32_t rx_flags, struct dp_frame_info *info)
+static enum dp_verdict classify_ipv4(const struct dp_self *self, const struct parse_in *in,
+				     struct dp_frame_info *info)
 {
-	const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)(frame + info->l3_offset);
+	const struct rte_ipv4_hdr *ip = (const struct rte_ipv4_hdr *)(in->frame + info->l3_offset);
 	uint32_t ip_hdr_size, total_len;
 
-	if (frame_size < info->l3_offset + IPV4_HDR_MIN_SIZE)
+	if (in->frame_size < info->l3_offset + IPV4_HDR_MIN_SIZE)
 		return drop(info, DP_DROP_IP_BAD_HEADER);
+	if (in->head_size < info->l3_offset + IPV4_HDR_MIN_SIZE)
+		return drop(info, DP_DROP_SPLIT_LAYOUT);
 	ip_hdr_size = (uint32_t)(ip->version_ihl & 0x0f) * 4;
 	total_len = rte_be_to_cpu_16(ip->total_length);
 	/* The frame may carry Ethernet padding after the datagram, never less than it. */
 	if ((ip->version_ihl >> 4) != 4 || ip_hdr_size < IPV4_HDR_MIN_SIZE || total_len < ip_hdr_size ||
-	    info->l3_offset + total_len > frame_size)
+	    info->l3_offset + total_len > in->frame_size)
 		return drop(info, DP_DROP_IP_BAD_HEADER);
+	if (in->head_size < info->l3_offset + ip_hdr_size)
+		return drop(info, DP_DROP_SPLIT_LAYOUT);
 	/* The port's verdict when it gave one; the header is checked above either way. */
-	if ((rx_flags & DP_RX_IP_CKSUM_BAD) ||
-	    (!(rx_flags & DP_RX_IP_CKSUM_GOOD) && rte_raw_cksum(ip, ip_hdr_size) != CKSUM_ALL_ONES))
+	if ((in->rx_flags & DP_RX_IP_CKSUM_BAD) ||
+	    (!(in->rx_flags & DP_RX_IP_CKSUM_GOOD) && rte_raw_cksum(ip, ip_hdr_size) != CKSUM_ALL_ONES))
 		return drop(info, DP_DROP_IP_BAD_CHECKSUM);
 	info->src_ip = ip->src_addr;
 	if (ip->dst_addr != self->ip)
@@ -141,9 +169,9 @@ static enum dp_verdict classify_ipv4(const struct dp_self *self, const uint8_t *
 		return drop(info, DP_DROP_IP_FRAGMENT);
 	info->l4_offset = (uint16_t)(info->l3_offset + ip_hdr_size);
 	if (ip->next_proto_id == IPPROTO_UDP)
-		return classify_udp(self, frame, ip, rx_flags, info);
+		return classify_udp(self, in, ip, info);
 	if (ip->next_proto_id == IPPROTO_ICMP)
-		return classify_icmp(frame, ip, info);
+		return classify_icmp(in, ip, info);
 	return drop(info, DP_DROP_IP_OTHER_PROTO);
 }
 
@@ -157,12 +185,26 @@ static int is_vlan_tpid(rte_be16_t type)
 enum dp_verdict dp_classify(const struct dp_self *self, const uint8_t *frame, uint32_t frame_size,
 			    uint32_t rx_flags, struct dp_frame_info *info)
 {
+	return dp_classify_split(self, frame, frame_size, frame_size, rx_flags, info);
+}
+
+enum dp_verdict dp_classify_split(const struct dp_self *self, const uint8_t *frame, uint32_t head_size,
+				  uint32_t frame_size, uint32_t rx_flags, struct dp_frame_info *info)
+{
 	const struct rte_ether_hdr *eth = (const struct rte_ether_hdr *)frame;
+	const struct parse_in in = {
+		.frame = frame,
+		.frame_size = frame_size,
+		.head_size = RTE_MIN(head_size, frame_size),
+		.rx_flags = rx_flags,
+	};
 	rte_be16_t ether_type;
 
 	memset(info, 0, sizeof(*info));
 	if (frame_size < sizeof(*eth))
 		return drop(info, DP_DROP_RUNT);
+	if (in.head_size < sizeof(*eth))
+		return drop(info, DP_DROP_SPLIT_LAYOUT);
 	/* Never answer a broadcast or multicast source: the answer would go to everyone. */
 	if (!rte_is_unicast_ether_addr(&eth->src_addr))
 		return drop(info, DP_DROP_BAD_SOURCE);
@@ -175,13 +217,15 @@ enum dp_verdict dp_classify(const struct dp_self *self, const uint8_t *frame, ui
 
 		if (frame_size < sizeof(*eth) + sizeof(*vlan))
 			return drop(info, DP_DROP_RUNT);
+		if (in.head_size < sizeof(*eth) + sizeof(*vlan))
+			return drop(info, DP_DROP_SPLIT_LAYOUT);
 		info->l3_offset += sizeof(*vlan);
 		ether_type = vlan->eth_proto;
 	}
 	if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_ARP))
-		return classify_arp(self, frame, frame_size, info);
+		return classify_arp(self, &in, info);
 	if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
-		return classify_ipv4(self, frame, frame_size, rx_flags, info);
+		return classify_ipv4(self, &in, info);
 	if (ether_type == rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV6))
 		return drop(info, DP_DROP_IPV6);
 	if (is_vlan_tpid(ether_type))

@@ -36,6 +36,8 @@
 	X(ARP_OTHER, "drop_arp_other", "ARP that is not a request for our address") \
 	X(ICMP_OTHER, "drop_icmp_other", "ICMP other than a well-formed echo request") \
 	X(BAD_SOURCE, "drop_bad_source", "broadcast or multicast source address")   \
+	X(SPLIT_LAYOUT, "drop_split_layout", "split frame: headers past the host segment, or a payload not wholly in the device segment") \
+	X(UDP_UNVERIFIED, "drop_udp_unverified", "UDP checksum the port did not verify, over a payload the CPU cannot read") \
 	X(ACL, "drop_acl", "source address not on the allow-list")                  \
 	X(MULTI_SEGMENT, "drop_multi_segment", "frame in more than one mbuf")
 
@@ -95,6 +97,16 @@ struct dp_frame_info {
  */
 enum dp_verdict dp_classify(const struct dp_self *self, const uint8_t *frame, uint32_t frame_size,
 			    uint32_t rx_flags, struct dp_frame_info *info);
+
+/*
+ * The same for a frame split between two memories (cuda-gpudirect: the port writes the headers to
+ * host memory and the payload to GPU memory): only the first `head_size` bytes of the `frame_size`
+ * are there for the CPU to read. Headers reaching past them drop the frame as DP_DROP_SPLIT_LAYOUT;
+ * a UDP checksum the port did not verify over a payload past them drops it as DP_DROP_UDP_UNVERIFIED
+ * (the rx lcore never reads device memory). Where the payload lies is the caller's to check.
+ */
+enum dp_verdict dp_classify_split(const struct dp_self *self, const uint8_t *frame, uint32_t head_size,
+				  uint32_t frame_size, uint32_t rx_flags, struct dp_frame_info *info);
 
 /* Turn an ARP request (classified as such) into our reply, in place. Returns the frame size. */
 uint32_t dp_make_arp_reply(const struct dp_self *self, uint8_t *frame, const struct dp_frame_info *info);

@@ -2,13 +2,20 @@
 /*
  * dp_port.c: see dp_port.h.
  */
+/* rte_extmem's DMA mapping, the external-buffer pool and protocol-based buffer split are still
+ * experimental in DPDK 22.11: they are the API for payloads in device memory, so we take them. */
+#define ALLOW_EXPERIMENTAL_API 1
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
+#include <rte_bus.h>
+#include <rte_dev.h>
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_memory.h>
 
 #include "dp_port.h"
 
@@ -17,9 +24,88 @@
 #define MBUF_CACHE_SIZE 256u
 /* Bursts in flight on each queue beyond the descriptor rings (rx burst + tx burst, both sides). */
 #define MBUF_SLACK 512u
+/* One payload buffer in external memory: the default mbuf data room, a whole number of cache lines. */
+#define EXT_ELT_SIZE RTE_ALIGN_CEIL(RTE_MBUF_DEFAULT_BUF_SIZE, RTE_CACHE_LINE_SIZE)
+/* The fixed split point where a port cannot split by protocol: untagged Ethernet, IPv4 without
+ * options, UDP. Other layouts reach past it and are dropped (dp_classify_split). */
+#define SPLIT_HEAD_BYTES (RTE_ETHER_HDR_LEN + 20u + 8u)
+
+static uint32_t mbuf_count_for(uint16_t queue_count, uint16_t rx_desc, uint16_t tx_desc, uint32_t held_mbuf_count)
+{
+	return queue_count * ((uint32_t)rx_desc + tx_desc + MBUF_SLACK) + held_mbuf_count;
+}
+
+size_t dp_port_payload_bytes(uint16_t queue_count, uint32_t held_mbuf_count)
+{
+	/* The default descriptor counts: a port may only lower them (or round them up a little, which
+	 * the slack covers), and dp_port_open checks the memory it was given against what it needs. */
+	return (size_t)mbuf_count_for(queue_count, RX_DESC_DEFAULT, TX_DESC_DEFAULT, held_mbuf_count) * EXT_ELT_SIZE;
+}
+
+/*
+ * Register external payload memory with DPDK and map it for the port's DMA. A port that does not DMA
+ * (a virtual one: af_packet copies through the kernel) has no mapping to make: the bus says ENOTSUP.
+ */
+static int register_ext(struct dp_port *port, const struct rte_eth_dev_info *info, const struct dp_payload_mem *ext,
+			char why[DP_WHY_SIZE])
+{
+	rte_iova_t iova = rte_eal_iova_mode() == RTE_IOVA_VA ? (rte_iova_t)(uintptr_t)ext->addr : RTE_BAD_IOVA;
+
+	if (((uintptr_t)ext->addr % ext->page_size_bytes) != 0 || (ext->len_bytes % ext->page_size_bytes) != 0) {
+		snprintf(why, DP_WHY_SIZE, "payload memory is not in whole %zu-byte pages", ext->page_size_bytes);
+		return -EINVAL;
+	}
+	if (rte_extmem_register(ext->addr, ext->len_bytes, NULL, 0, ext->page_size_bytes) != 0) {
+		snprintf(why, DP_WHY_SIZE, "rte_extmem_register of %zu bytes: %s", ext->len_bytes, rte_strerror(rte_errno));
+		return -rte_errno;
+	}
+	port->ext = *ext;
+	if (rte_dev_dma_map(info->device, ext->addr, iova, ext->len_bytes) == 0) {
+		port->dma_mapped = 1;
+	} else if (rte_errno != ENOTSUP) {
+		snprintf(why, DP_WHY_SIZE, "rte_dev_dma_map of payload memory for %s: %s", port->name,
+			 rte_strerror(rte_errno));
+		return -rte_errno;
+	}
+	return 0;
+}
+
+/*
+ * Header/payload split: the first segment (headers) from a host pool, the rest (the payload) from the
+ * external pool. By protocol where the port can split after the UDP header, else at a fixed length.
+ */
+static int setup_split_rxq(struct dp_port *port, uint16_t q, uint16_t rx_desc, int socket,
+			   const struct rte_eth_dev_info *info, char why[DP_WHY_SIZE])
+{
+	union rte_eth_rxseg segs[2];
+	struct rte_eth_rxconf rxconf = info->default_rxconf;
+	uint32_t ptypes[32];
+	int n = rte_eth_buffer_split_get_supported_hdr_ptypes(port->port_id, ptypes, RTE_DIM(ptypes));
+	uint32_t proto_hdr = 0;
+
+	for (int i = 0; i < n && i < (int)RTE_DIM(ptypes); i++)
+		if ((ptypes[i] & RTE_PTYPE_L4_MASK) == RTE_PTYPE_L4_UDP && (ptypes[i] & RTE_PTYPE_TUNNEL_MASK) == 0)
+			proto_hdr = ptypes[i];
+	memset(segs, 0, sizeof(segs));
+	segs[0].split.mp = port->hdr_pool;
+	if (proto_hdr) {
+		segs[0].split.proto_hdr = proto_hdr;
+	} else {
+		segs[0].split.length = SPLIT_HEAD_BYTES;
+		port->split_head_bytes = SPLIT_HEAD_BYTES;
+	}
+	segs[1].split.mp = port->pool;
+	rxconf.offloads |= RTE_ETH_RX_OFFLOAD_BUFFER_SPLIT;
+	rxconf.rx_seg = segs;
+	rxconf.rx_nseg = 2;
+	int rc = rte_eth_rx_queue_setup(port->port_id, q, rx_desc, (unsigned)socket, &rxconf, NULL);
+	if (rc)
+		snprintf(why, DP_WHY_SIZE, "rx queue %u with header split: %s", q, strerror(-rc));
+	return rc;
+}
 
 int dp_port_open(struct dp_port *port, uint16_t port_id, uint16_t queue_count, uint32_t held_mbuf_count,
-		 char why[DP_WHY_SIZE])
+		 const struct dp_payload_mem *ext, char why[DP_WHY_SIZE])
 {
 	struct rte_eth_conf conf;
 	struct rte_eth_dev_info info;
@@ -51,6 +137,22 @@ int dp_port_open(struct dp_port *port, uint16_t port_id, uint16_t queue_count, u
 	memset(&conf, 0, sizeof(conf));
 	/* Checksums the port verifies itself arrive as mbuf flags; the rest are checked in software. */
 	conf.rxmode.offloads |= info.rx_offload_capa & (RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM);
+	if (ext && !ext->cpu_readable) {
+		/* The rx lcore must read headers and never the payload: the port has to put them in
+		 * different memories, and vouch for the UDP checksum the CPU cannot compute. */
+		if (!(info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_BUFFER_SPLIT)) {
+			snprintf(why, DP_WHY_SIZE, "port %s cannot split headers from payloads "
+				 "(no RTE_ETH_RX_OFFLOAD_BUFFER_SPLIT): with payloads in GPU memory the CPU could "
+				 "not read the headers", port->name);
+			return -ENOTSUP;
+		}
+		if (!(info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_UDP_CKSUM)) {
+			snprintf(why, DP_WHY_SIZE, "port %s does not verify UDP checksums, which the CPU cannot do "
+				 "over payloads in GPU memory", port->name);
+			return -ENOTSUP;
+		}
+		port->split = 1;
+	}
 	/* Spread flows over the queues by the UDP 4-tuple where the port hashes; a port that does
 	 * not (af_packet: the kernel's fanout hash does it) gets no RSS configuration. */
 	uint64_t rss = info.flow_type_rss_offloads & (RTE_ETH_RSS_IPV4 | RTE_ETH_RSS_NONFRAG_IPV4_UDP);
@@ -73,15 +175,48 @@ int dp_port_open(struct dp_port *port, uint16_t port_id, uint16_t queue_count, u
 	if (socket < 0)
 		socket = (int)rte_socket_id();
 	snprintf(pool_name, sizeof(pool_name), "zh_pool_%u", port_id);
-	uint32_t mbuf_count = queue_count * (rx_desc + tx_desc + MBUF_SLACK) + held_mbuf_count;
-	port->pool = rte_pktmbuf_pool_create(pool_name, mbuf_count, MBUF_CACHE_SIZE, 0,
-					     RTE_MBUF_DEFAULT_BUF_SIZE, socket);
-	if (!port->pool) {
+	uint32_t mbuf_count = mbuf_count_for(queue_count, rx_desc, tx_desc, held_mbuf_count);
+	if (ext) {
+		struct rte_pktmbuf_extmem em = {
+			.buf_ptr = ext->addr,
+			.buf_iova = rte_eal_iova_mode() == RTE_IOVA_VA ? (rte_iova_t)(uintptr_t)ext->addr : RTE_BAD_IOVA,
+			.buf_len = ext->len_bytes,
+			.elt_size = EXT_ELT_SIZE,
+		};
+
+		if ((size_t)mbuf_count * EXT_ELT_SIZE > ext->len_bytes) {
+			snprintf(why, DP_WHY_SIZE, "payload memory of %zu bytes holds fewer than the %u mbufs needed",
+				 ext->len_bytes, mbuf_count);
+			return -ENOSPC;
+		}
+		rc = register_ext(port, &info, ext, why);
+		if (rc)
+			goto fail;
+		/* The mbuf headers stay in hugepages; only their data rooms lie in the external memory. */
+		port->pool = rte_pktmbuf_pool_create_extbuf(pool_name, mbuf_count, MBUF_CACHE_SIZE, 0,
+							    RTE_MBUF_DEFAULT_BUF_SIZE, socket, &em, 1);
+		if (port->split) {
+			snprintf(pool_name, sizeof(pool_name), "zh_hdr_%u", port_id);
+			/* Headers get a full data room: answers are built in place over them. */
+			port->hdr_pool = rte_pktmbuf_pool_create(pool_name, mbuf_count, MBUF_CACHE_SIZE, 0,
+								 RTE_MBUF_DEFAULT_BUF_SIZE, socket);
+		}
+	} else {
+		port->pool = rte_pktmbuf_pool_create(pool_name, mbuf_count, MBUF_CACHE_SIZE, 0,
+						     RTE_MBUF_DEFAULT_BUF_SIZE, socket);
+	}
+	if (!port->pool || (port->split && !port->hdr_pool)) {
 		snprintf(why, DP_WHY_SIZE, "mbuf pool of %u: %s", mbuf_count, rte_strerror(rte_errno));
-		return -ENOMEM;
+		rc = -ENOMEM;
+		goto fail;
 	}
 	for (uint16_t q = 0; q < queue_count; q++) {
-		rc = rte_eth_rx_queue_setup(port_id, q, rx_desc, (unsigned)socket, NULL, port->pool);
+		if (port->split)
+			rc = setup_split_rxq(port, q, rx_desc, socket, &info, why);
+		else
+			rc = rte_eth_rx_queue_setup(port_id, q, rx_desc, (unsigned)socket, NULL, port->pool);
+		if (rc && port->split)
+			goto fail;
 		if (rc) {
 			snprintf(why, DP_WHY_SIZE, "rx queue %u: %s", q, strerror(-rc));
 			goto fail;
@@ -115,9 +250,24 @@ void dp_port_close(struct dp_port *port)
 		rte_eth_dev_stop(port->port_id);
 		port->started = 0;
 	}
-	if (port->pool) {
+	if (port->pool || port->ext.addr) {
+		struct rte_eth_dev_info info;
+
+		/* Unmap before the port closes: the mapping belongs to its device. */
+		if (port->dma_mapped && rte_eth_dev_info_get(port->port_id, &info) == 0)
+			rte_dev_dma_unmap(info.device, port->ext.addr,
+					  rte_eal_iova_mode() == RTE_IOVA_VA ? (rte_iova_t)(uintptr_t)port->ext.addr
+									     : RTE_BAD_IOVA,
+					  port->ext.len_bytes);
+		port->dma_mapped = 0;
 		rte_eth_dev_close(port->port_id);
-		rte_mempool_free(port->pool);
-		port->pool = NULL;
+	}
+	rte_mempool_free(port->pool);
+	rte_mempool_free(port->hdr_pool);
+	port->pool = NULL;
+	port->hdr_pool = NULL;
+	if (port->ext.addr) {
+		rte_extmem_unregister(port->ext.addr, port->ext.len_bytes);
+		port->ext.addr = NULL;
 	}
 }

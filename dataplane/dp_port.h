@@ -12,23 +12,45 @@
 
 #define DP_WHY_SIZE 256u
 
+/*
+ * External memory for request payloads (the device's: GPU memory on cuda-gpudirect), which the port's
+ * payload mbufs are built on instead of hugepages: registered with DPDK (rte_extmem_register) and
+ * mapped for the port's DMA (rte_dev_dma_map). Memory the CPU may not read takes a port that splits
+ * headers (into a host pool, for the rx lcore) from payloads (into this memory, for the device).
+ */
+struct dp_payload_mem {
+	void *addr;
+	size_t len_bytes;
+	size_t page_size_bytes;
+	int cpu_readable;
+};
+
 struct dp_port {
 	uint16_t port_id;
 	uint16_t queue_count;
-	struct rte_mempool *pool;
+	struct rte_mempool *pool;        /* where payloads land: hugepages, or external payload memory */
+	struct rte_mempool *hdr_pool;    /* header split: the host pool the headers land in; else NULL */
 	struct rte_ether_addr mac;
 	char name[RTE_ETH_NAME_MAX_LEN];
 	int started;
 	int rss;          /* the port spreads flows over its queues by hash */
+	int split;        /* frames arrive as two segments: headers (host), payload (external memory) */
+	uint16_t split_head_bytes; /* fixed split point, or 0 when the port splits after the UDP header */
+	int dma_mapped;   /* external memory was mapped for the port's DMA (a virtual port needs none) */
+	struct dp_payload_mem ext;       /* external payload memory, registered; addr NULL if none */
 };
+
+/* Bytes of external payload memory dp_port_open needs for these queues and held mbufs. */
+size_t dp_port_payload_bytes(uint16_t queue_count, uint32_t held_mbuf_count);
 
 /*
  * Configure and start `port_id` with `queue_count` rx/tx queue pairs and a pool large enough for the
- * rings, the bursts in flight and `held_mbuf_count` mbufs held by the device ring. Returns 0 or -errno
- * with a reason in `why`.
+ * rings, the bursts in flight and `held_mbuf_count` mbufs held by the device ring; the pool in `ext`
+ * when given (NULL: hugepages). Returns 0 or -errno with a reason in `why`: -ENOTSUP when payload
+ * memory the CPU may not read meets a port that cannot split headers or verify UDP checksums.
  */
 int dp_port_open(struct dp_port *port, uint16_t port_id, uint16_t queue_count, uint32_t held_mbuf_count,
-		 char why[DP_WHY_SIZE]);
+		 const struct dp_payload_mem *ext, char why[DP_WHY_SIZE]);
 void dp_port_close(struct dp_port *port);
 
 #endif /* DP_PORT_H */

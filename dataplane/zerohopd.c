@@ -106,6 +106,9 @@ static void usage(FILE *out)
 		"  --run-state-mib N    run state (KV cache) per consumer, MiB, for models loaded later (default 16)\n"
 		"  --queues N           rx/tx queue pairs, one rx/tx lcore each (default 1; RSS spreads flows\n"
 		"                       where the port has it; af_packet needs qpairs=N in its --vdev)\n"
+		"  --payload-memory M   pool (the port's hugepage mbufs, the default) or external (memory the\n"
+		"                       device sets apart, registered with DPDK and DMA-mapped for the port, as\n"
+		"                       cuda-gpudirect does with GPU memory; always external there)\n"
 		"  --tx-copy            copy answers into the request's mbuf (default: send them zero-copy,\n"
 		"                       attached where the device wrote them, when the port allows)\n"
 		"  --config FILE        an INI configuration file (docs/MGMT.md); options given here override it\n"
@@ -205,7 +208,7 @@ static int parse_options(int argc, char **argv, struct options *opt, const struc
 {
 	enum { O_IP = 256, O_UDP_PORT, O_PORT, O_DEVICE, O_WORKERS, O_WORKER_CORES, O_RING_SLOTS, O_IDLE,
 	       O_MODEL, O_STATS, O_CUDA_BLOCKS, O_STALL_MS, O_CTL_SOCKET, O_HTTP_PORT, O_MAX_CONN, O_STOP_DEADLINE,
-	       O_RUN_STATE, O_CONFIG, O_QUEUES, O_TX_COPY, O_ALLOW, O_HELP };
+	       O_RUN_STATE, O_CONFIG, O_QUEUES, O_TX_COPY, O_ALLOW, O_PAYLOAD_MEMORY, O_HELP };
 	static const struct option longopts[] = {
 		{ "ip", required_argument, NULL, O_IP },
 		{ "udp-port", required_argument, NULL, O_UDP_PORT },
@@ -228,6 +231,7 @@ static int parse_options(int argc, char **argv, struct options *opt, const struc
 		{ "queues", required_argument, NULL, O_QUEUES },
 		{ "tx-copy", no_argument, NULL, O_TX_COPY },
 		{ "allow", required_argument, NULL, O_ALLOW },
+		{ "payload-memory", required_argument, NULL, O_PAYLOAD_MEMORY },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -347,6 +351,14 @@ static int parse_options(int argc, char **argv, struct options *opt, const struc
 			break; /* read before the options, so that they override it */
 		case O_TX_COPY:
 			opt->tx_copy = 1;
+			break;
+		case O_PAYLOAD_MEMORY:
+			if (strcmp(optarg, "pool") == 0)
+				opt->gpu.payload_memory = GPU_PAYLOAD_PORT_POOL;
+			else if (strcmp(optarg, "external") == 0)
+				opt->gpu.payload_memory = GPU_PAYLOAD_EXTERNAL;
+			else
+				goto bad;
 			break;
 		case O_QUEUES:
 			if (parse_u32(optarg, 1, DP_QUEUES_MAX, &opt->queue_count))
@@ -517,6 +529,19 @@ static void print_startup(const struct options *opt, const struct dp_port *port,
 	}
 	printf(", ring %u slots, idle %s\n", opt->gpu.ring_slot_count,
 	       opt->idle == DP_IDLE_BACKOFF ? "backoff" : "poll");
+	if (port->ext.addr) {
+		char split[64];
+
+		if (!port->split)
+			snprintf(split, sizeof(split), "no header split (the CPU may read it)");
+		else if (port->split_head_bytes)
+			snprintf(split, sizeof(split), "headers split off at %u bytes", port->split_head_bytes);
+		else
+			snprintf(split, sizeof(split), "headers split off after UDP");
+		printf("zerohopd: payloads in external %s memory: %zu KiB in %zu KiB pages, registered with DPDK, %s, %s\n",
+		       port->ext.cpu_readable ? "host" : "GPU", port->ext.len_bytes >> 10, port->ext.page_size_bytes >> 10,
+		       port->dma_mapped ? "mapped for the port's DMA (rte_dev_dma_map)" : "no DMA mapping (the port's bus takes none)", split);
+	}
 	for (uint32_t i = 0; i < opt->gpu.models.count; i++)
 		print_model(&opt->gpu.models.models[i], &opt->model_args[i], opt->gpu.model_arena_floats[i], i == 0);
 	printf("zerohopd: cpu matrix kernel: %s\n", krn_matmul_impl());
@@ -541,6 +566,7 @@ static uint32_t effective_config(const struct options *opt, char (*store)[2][160
 	KV("network.udp_port", "%u", opt->udp_port);
 	KV("network.port_id", "%u", opt->port_id);
 	KV("device.kind", "%s", gpu_device_kind_name(opt->gpu.kind));
+	KV("device.payload_memory", "%s", opt->gpu.payload_memory == GPU_PAYLOAD_EXTERNAL ? "external" : "pool");
 	KV("device.workers", "%u", opt->gpu.worker_count);
 	KV("device.ring_slots", "%u", opt->gpu.ring_slot_count);
 	KV("device.idle", "%s", opt->idle == DP_IDLE_BACKOFF ? "backoff" : "poll");
@@ -674,12 +700,32 @@ int main(int argc, char **argv)
 	if (why[0] != '\0')
 		printf("zerohopd: CUDA: %s\n", why);
 
-	rc = dp_port_open(&port, opt.port_id, (uint16_t)lcore_count, opt.gpu.ring_slot_count, why);
+	struct gpu_payload_region payload = { 0 };
+	if (gpu_device_payload_external(dev)) {
+		/* Payloads land where the device reads them: the port's payload mbufs are built on memory
+		 * the device set apart (GPU memory on cuda-gpudirect). */
+		size_t bytes = dp_port_payload_bytes((uint16_t)lcore_count, opt.gpu.ring_slot_count);
+
+		rc = gpu_device_payload_region(dev, bytes, &payload, why);
+		if (rc) {
+			fprintf(stderr, "zerohopd: payload memory: %s\n", why);
+			goto out_dev;
+		}
+		struct dp_payload_mem ext = {
+			.addr = payload.addr,
+			.len_bytes = payload.len_bytes,
+			.page_size_bytes = payload.page_size_bytes,
+			.cpu_readable = payload.cpu_readable,
+		};
+		rc = dp_port_open(&port, opt.port_id, (uint16_t)lcore_count, opt.gpu.ring_slot_count, &ext, why);
+	} else {
+		rc = dp_port_open(&port, opt.port_id, (uint16_t)lcore_count, opt.gpu.ring_slot_count, NULL, why);
+	}
 	if (rc) {
 		fprintf(stderr, "zerohopd: port: %s\n", why);
 		goto out_dev;
 	}
-	rc = register_pool_memory(&port, dev);
+	rc = gpu_device_payload_external(dev) ? 0 : register_pool_memory(&port, dev);
 	if (rc)
 		goto out_lcores;
 	for (uint32_t i = 0; i < lcore_count; i++) {
@@ -695,6 +741,8 @@ int main(int argc, char **argv)
 		lc->self.udp_port = rte_cpu_to_be_16(opt.udp_port);
 		lc->acl = opt.acl;
 		lc->zero_copy = !opt.tx_copy;
+		lc->split = port.split;
+		lc->flush_payload = payload.needs_flush;
 		rc = dp_lcore_init(lc, dev);
 		if (rc) {
 			fprintf(stderr, "zerohopd: lcore state: %s\n", strerror(-rc));

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <cuda.h>
 #include <cuda_runtime.h>
 
 #include "gpu_cuda.h"
@@ -18,6 +19,9 @@
 /* Host memory regions registered for payloads (mbuf pools: one or a few chunks each). */
 #define REGIONS_MAX 64u
 #define BLOCKS_MAX 1024u
+/* GPU pages as the NIC maps them (nvidia-peermem and dma-buf pin GPU memory in 64 KiB pages): DPDK's
+ * external memory is registered in these pages and the allocation aligned to one. */
+#define GPU_PAGE_SIZE (64u * 1024u)
 
 struct region {
 	uintptr_t host_base;
@@ -51,6 +55,11 @@ struct gpu_cuda {
 	struct region regions[REGIONS_MAX];
 	uint32_t region_count;
 	int rdma_writes_ordered;
+	int rdma_flush_supported;       /* cudaDeviceFlushGPUDirectRDMAWrites works on this device */
+	/* cuda-gpudirect: GPU memory the NIC writes request payloads into. */
+	void *payload_alloc;            /* what cudaMalloc returned */
+	void *payload_dev;              /* 64 KiB aligned inside it */
+	size_t payload_len;
 };
 
 #define CUDA_TRY(call, label)                                                                      \
@@ -116,6 +125,7 @@ static int check_gpudirect(struct gpu_cuda *c, char *why, size_t why_size)
 {
 	int supported = 0;
 	int ordering = 0;
+	int flush_options = 0;
 	int rc = 0;
 
 	CUDA_TRY(cudaDeviceGetAttribute(&supported, cudaDevAttrGPUDirectRDMASupported, c->params.device_idx), out);
@@ -123,14 +133,103 @@ static int check_gpudirect(struct gpu_cuda *c, char *why, size_t why_size)
 		snprintf(why, why_size, "this GPU does not support GPUDirect RDMA");
 		return -ENOTSUP;
 	}
-	/* Whether NIC writes to GPU memory are seen by the GPU in order without a flush. */
+	/* Whether NIC writes to GPU memory are seen by the GPU in order without a flush: a NIC's
+	 * completion only says the data left the NIC. Where they are not ordered for the owning
+	 * context, every burst is flushed before its requests are marked READY. */
 	CUDA_TRY(cudaDeviceGetAttribute(&ordering, cudaDevAttrGPUDirectRDMAWritesOrdering, c->params.device_idx), out);
 	c->rdma_writes_ordered = ordering >= cudaGPUDirectRDMAWritesOrderingOwner;
-	snprintf(why, why_size, "cuda-gpudirect needs the NIC-side payload path (GPU memory registered with "
-		 "DPDK and header/payload split), which this build does not have yet");
-	rc = -ENOTSUP;
+	CUDA_TRY(cudaDeviceGetAttribute(&flush_options, cudaDevAttrGPUDirectRDMAFlushWritesOptions,
+					c->params.device_idx), out);
+	c->rdma_flush_supported = (flush_options & cudaFlushGPUDirectRDMAWritesOptionHost) != 0;
+	if (!c->rdma_writes_ordered && !c->rdma_flush_supported) {
+		snprintf(why, why_size, "this GPU neither orders GPUDirect RDMA writes nor can flush them: a request "
+			 "could be read before its bytes arrive");
+		return -ENOTSUP;
+	}
 out:
 	return rc;
+}
+
+/*
+ * cuMemAlloc'd memory shared with a third-party device wants CU_POINTER_ATTRIBUTE_SYNC_MEMOPS, so that
+ * CUDA's own copies touching it are synchronous with respect to the NIC's DMA (GPUDirect RDMA guide,
+ * "Synchronization"). A driver API call, reached through the runtime's entry point lookup so that this
+ * binary never links libcuda and still starts where no driver is installed.
+ */
+static int set_sync_memops(void *dev_ptr, char *why, size_t why_size)
+{
+	typedef CUresult (*set_attribute_fn)(const void *value, CUpointer_attribute attribute, CUdeviceptr ptr);
+	void *fn = NULL;
+	cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+	unsigned int one = 1;
+	int rc = 0;
+
+	CUDA_TRY(cudaGetDriverEntryPointByVersion("cuPointerSetAttribute", &fn, 12000, cudaEnableDefault, &found), out);
+	if (found != cudaDriverEntryPointSuccess || !fn) {
+		snprintf(why, why_size, "the driver has no cuPointerSetAttribute");
+		return -ENOTSUP;
+	}
+	if (((set_attribute_fn)fn)(&one, CU_POINTER_ATTRIBUTE_SYNC_MEMOPS, (CUdeviceptr)(uintptr_t)dev_ptr) != CUDA_SUCCESS) {
+		snprintf(why, why_size, "cuPointerSetAttribute(SYNC_MEMOPS) failed on the payload memory");
+		return -EIO;
+	}
+out:
+	return rc;
+}
+
+extern "C" int gpu_cuda_alloc_payload(struct gpu_cuda *c, size_t len, void **addr, size_t *alloc_len,
+				      size_t *page_size, int *needs_flush, char *why, size_t why_size)
+{
+	size_t rounded = (len + GPU_PAGE_SIZE - 1) & ~((size_t)GPU_PAGE_SIZE - 1);
+	int rc = 0;
+
+	if (!c->params.gpudirect || c->payload_alloc) {
+		snprintf(why, why_size, "GPU payload memory is for one cuda-gpudirect device, once");
+		return -EINVAL;
+	}
+	if (c->region_count == REGIONS_MAX) {
+		snprintf(why, why_size, "more than %u payload memory regions", REGIONS_MAX);
+		return -ENOSPC;
+	}
+	CUDA_TRY(cudaSetDevice(c->params.device_idx), out);
+	/* cudaMalloc aligns to 256 bytes at least, not to a GPU page: take one page more and align. */
+	CUDA_TRY(cudaMalloc(&c->payload_alloc, rounded + GPU_PAGE_SIZE), out);
+	c->payload_dev = (void *)(((uintptr_t)c->payload_alloc + GPU_PAGE_SIZE - 1) & ~((uintptr_t)GPU_PAGE_SIZE - 1));
+	c->payload_len = rounded;
+	rc = set_sync_memops(c->payload_alloc, why, why_size);
+	if (rc)
+		goto out;
+	/* The kernel reads payloads where the NIC wrote them: the device address is the address. */
+	c->regions[c->region_count++] = (struct region){
+		.host_base = (uintptr_t)c->payload_dev,
+		.dev_base = (uint64_t)(uintptr_t)c->payload_dev,
+		.len = rounded,
+	};
+	*addr = c->payload_dev;
+	*alloc_len = rounded;
+	*page_size = GPU_PAGE_SIZE;
+	*needs_flush = !c->rdma_writes_ordered;
+	return 0;
+out:
+	return rc;
+}
+
+/* The runtime's current device is per host thread: an rx lcore calling in sets it once. */
+static __thread int thread_device_idx = -1;
+
+extern "C" int gpu_cuda_flush_rdma_writes(struct gpu_cuda *c)
+{
+	if (thread_device_idx != c->params.device_idx) {
+		if (cudaSetDevice(c->params.device_idx) != cudaSuccess)
+			return -EIO;
+		thread_device_idx = c->params.device_idx;
+	}
+	/* Blocks until the NIC's writes completed so far are visible to the context that owns the
+	 * memory, which is the one the persistent kernel runs in. */
+	if (cudaDeviceFlushGPUDirectRDMAWrites(cudaFlushGPUDirectRDMAWritesTargetCurrentDevice,
+					       cudaFlushGPUDirectRDMAWritesToOwner) != cudaSuccess)
+		return -EIO;
+	return 0;
 }
 
 /* Copy each model's weights to GPU memory and give the GPU a models table that points there. */
@@ -326,7 +425,9 @@ extern "C" void gpu_cuda_close(struct gpu_cuda *c)
 		return;
 	}
 	for (uint32_t i = 0; i < c->region_count; i++)
-		cudaHostUnregister((void *)c->regions[i].host_base);
+		if (c->regions[i].host_base != (uintptr_t)c->payload_dev)
+			cudaHostUnregister((void *)c->regions[i].host_base);
+	cudaFree(c->payload_alloc);
 	if (c->ring_host)
 		cudaFreeHost(c->ring_host);
 	if (c->stop_host)

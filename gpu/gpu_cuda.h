@@ -58,7 +58,18 @@ void gpu_cuda_close(struct gpu_cuda *c);
 
 /* Register host memory that will hold request payloads (an mbuf pool's memory), mapped for the GPU. */
 int gpu_cuda_register_host(struct gpu_cuda *c, void *addr, size_t len, char *why, size_t why_size);
-/* The device address of a payload the host sees at host_ptr, or 0 if it is in no registered region. */
+/*
+ * cuda-gpudirect: allocate `len` bytes (rounded up) of GPU memory for request payloads, 64 KiB aligned
+ * for DPDK's external memory registration and the NIC's DMA mapping. *needs_flush is set when the GPU
+ * does not order GPUDirect RDMA writes itself (gpu_cuda_flush_rdma_writes before each READY then).
+ * Once per device; freed by gpu_cuda_close.
+ */
+int gpu_cuda_alloc_payload(struct gpu_cuda *c, size_t len, void **addr, size_t *alloc_len, size_t *page_size,
+			   int *needs_flush, char *why, size_t why_size);
+/* cudaDeviceFlushGPUDirectRDMAWrites for this device, from any thread: 0 or -EIO. */
+int gpu_cuda_flush_rdma_writes(struct gpu_cuda *c);
+/* The device address of a payload the host sees at host_ptr (GPU memory: its own address), or 0 if it
+ * is in no registered region. */
 uint64_t gpu_cuda_payload_addr(const struct gpu_cuda *c, const void *host_ptr);
 
 /*

@@ -67,6 +67,25 @@ int gpu_cuda_register_host(struct gpu_cuda *c, void *addr, size_t len, char *why
 	return -ENOTSUP;
 }
 
+int gpu_cuda_alloc_payload(struct gpu_cuda *c, size_t len, void **addr, size_t *alloc_len, size_t *page_size,
+			   int *needs_flush, char *why, size_t why_size)
+{
+	(void)c;
+	(void)len;
+	(void)addr;
+	(void)alloc_len;
+	(void)page_size;
+	(void)needs_flush;
+	snprintf(why, why_size, NO_CUDA);
+	return -ENOTSUP;
+}
+
+int gpu_cuda_flush_rdma_writes(struct gpu_cuda *c)
+{
+	(void)c;
+	return -EIO;
+}
+
 uint64_t gpu_cuda_payload_addr(const struct gpu_cuda *c, const void *host_ptr)
 {
 	(void)c;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
@@ -73,6 +74,9 @@ struct gpu_device {
 	struct gpu_worker *workers;       /* [worker_count] */
 	uint64_t model_state_floats;      /* per consumer */
 	void *ring_mem;                   /* tickets, slots and answers in one allocation */
+	enum gpu_payload_memory payload_memory;
+	struct gpu_payload_region payload; /* external payload memory once allocated (addr != NULL) */
+	void *payload_host_map;           /* host external memory: the mapping to unmap at close */
 };
 
 const char *gpu_device_kind_name(enum gpu_kind kind)
@@ -115,6 +119,100 @@ uint64_t gpu_device_payload_addr(const struct gpu_device *dev, const void *host_
 	if (dev->cuda)
 		return gpu_cuda_payload_addr(dev->cuda, host_ptr);
 	return (uint64_t)(uintptr_t)host_ptr; /* the cpu device reads host memory where it lies */
+}
+
+int gpu_device_payload_external(const struct gpu_device *dev)
+{
+	return dev->payload_memory == GPU_PAYLOAD_EXTERNAL;
+}
+
+/* Host external memory: whole pages of its own, populated now so the fast path never faults. */
+static int map_host_payload(struct gpu_device *dev, size_t len_bytes, char why[GPU_WHY_SIZE])
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t rounded = (len_bytes + page - 1) & ~(page - 1);
+	void *p = mmap(NULL, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+
+	if (p == MAP_FAILED) {
+		snprintf(why, GPU_WHY_SIZE, "mapping %zu bytes of payload memory: %s", rounded, strerror(errno));
+		return -ENOMEM;
+	}
+	if (dev->cuda) {
+		int rc = gpu_cuda_register_host(dev->cuda, p, rounded, why, GPU_WHY_SIZE);
+
+		if (rc) {
+			munmap(p, rounded);
+			return rc;
+		}
+	}
+	dev->payload_host_map = p;
+	dev->payload = (struct gpu_payload_region){
+		.addr = p,
+		.len_bytes = rounded,
+		.page_size_bytes = page,
+		.cpu_readable = 1,
+		.needs_flush = 0,
+		.where = "host",
+	};
+	return 0;
+}
+
+int gpu_device_payload_region(struct gpu_device *dev, size_t len_bytes, struct gpu_payload_region *out,
+			      char why[GPU_WHY_SIZE])
+{
+	int rc;
+
+	if (dev->payload_memory != GPU_PAYLOAD_EXTERNAL) {
+		snprintf(why, GPU_WHY_SIZE, "the %s device takes payloads in the port's pool", gpu_device_kind_name(dev->kind));
+		return -EINVAL;
+	}
+	if (dev->payload.addr) {
+		if (len_bytes > dev->payload.len_bytes) {
+			snprintf(why, GPU_WHY_SIZE, "payload memory of %zu bytes is already set, %zu asked",
+				 dev->payload.len_bytes, len_bytes);
+			return -ENOSPC;
+		}
+		*out = dev->payload;
+		return 0;
+	}
+	if (len_bytes == 0) {
+		snprintf(why, GPU_WHY_SIZE, "no payload memory asked for");
+		return -EINVAL;
+	}
+	if (dev->kind == GPU_KIND_CUDA_GPUDIRECT) {
+		char cuda_why[GPU_WHY_SIZE / 2];
+		void *addr = NULL;
+		size_t len = 0, page = 0;
+		int needs_flush = 0;
+
+		rc = gpu_cuda_alloc_payload(dev->cuda, len_bytes, &addr, &len, &page, &needs_flush, cuda_why,
+					    sizeof(cuda_why));
+		if (rc) {
+			snprintf(why, GPU_WHY_SIZE, "GPU payload memory: %s", cuda_why);
+			return rc;
+		}
+		dev->payload = (struct gpu_payload_region){
+			.addr = addr,
+			.len_bytes = len,
+			.page_size_bytes = page,
+			.cpu_readable = 0,
+			.needs_flush = needs_flush,
+			.where = "gpu",
+		};
+	} else {
+		rc = map_host_payload(dev, len_bytes, why);
+		if (rc)
+			return rc;
+	}
+	*out = dev->payload;
+	return 0;
+}
+
+int gpu_device_flush_payload_writes(struct gpu_device *dev)
+{
+	if (!dev->payload.needs_flush)
+		return 0;
+	return gpu_cuda_flush_rdma_writes(dev->cuda);
 }
 
 int gpu_device_register_payload_memory(struct gpu_device *dev, void *addr, size_t len, char why[GPU_WHY_SIZE])
@@ -420,6 +518,8 @@ int gpu_device_open(const struct gpu_config *cfg, struct gpu_device **out, char 
 	if (rc)
 		goto fail;
 	dev->idle = cfg->idle;
+	/* GPU memory is the point of cuda-gpudirect: its payloads are always external. */
+	dev->payload_memory = dev->kind == GPU_KIND_CUDA_GPUDIRECT ? GPU_PAYLOAD_EXTERNAL : cfg->payload_memory;
 	dev->current = malloc(sizeof(*dev->current));
 	if (!dev->current) {
 		rc = -ENOMEM;
@@ -592,5 +692,7 @@ void gpu_device_close(struct gpu_device *dev)
 		free(dev->retired[i]);
 	free(dev->current);
 	free(dev->ring_mem);
+	if (dev->payload_host_map)
+		munmap(dev->payload_host_map, dev->payload.len_bytes);
 	free(dev);
 }

@@ -27,6 +27,14 @@ enum gpu_kind {
 	GPU_KIND_CUDA_GPUDIRECT,
 };
 
+/* Where request payloads land (docs/ARCHITECTURE.md, "Memory placement"). */
+enum gpu_payload_memory {
+	GPU_PAYLOAD_PORT_POOL = 0, /* the port's own mbuf pool in hugepages, registered with the device */
+	GPU_PAYLOAD_EXTERNAL,      /* memory the device allocates and the NIC writes into: GPU memory on
+				    * cuda-gpudirect (always); on the cpu device, host memory set apart the
+				    * same way, so that the NIC-side path of cuda-gpudirect runs anywhere */
+};
+
 enum gpu_idle {
 	GPU_IDLE_POLL = 0, /* busy polling: the production default */
 	GPU_IDLE_BACKOFF,  /* short sleeps when idle, for shared dev machines and tests */
@@ -37,6 +45,7 @@ struct gpu_config {
 	uint32_t cuda_block_count;           /* persistent kernel blocks (CUDA kinds) */
 	uint32_t stall_ms;                   /* heartbeat age at which the device counts as stalled */
 	enum gpu_idle idle;
+	enum gpu_payload_memory payload_memory;  /* cpu and cuda-host; cuda-gpudirect is always external */
 	uint32_t worker_count;               /* cpu device threads, 0..GPU_WORKERS_MAX (0: inline only) */
 	int worker_cores[GPU_WORKERS_MAX];   /* core of each worker, -1 for unpinned */
 	uint32_t ring_slot_count;            /* power of two, ZH_RING_SLOTS_MIN..ZH_RING_SLOTS_MAX */
@@ -64,6 +73,32 @@ uint64_t gpu_device_payload_addr(const struct gpu_device *dev, const void *host_
  * A no-op on the cpu device. */
 int gpu_device_register_payload_memory(struct gpu_device *dev, void *addr, size_t len,
 				       char why[GPU_WHY_SIZE]);
+
+/*
+ * External payload memory (GPU_PAYLOAD_EXTERNAL), for the port to build its payload mbufs on. The
+ * device allocates it once, `len_bytes` rounded up to whole pages, at start-up; it lives until
+ * gpu_device_close, so the port must be closed first.
+ */
+struct gpu_payload_region {
+	void *addr;              /* what DPDK and the NIC use: a GPU virtual address on CUDA */
+	size_t len_bytes;        /* a multiple of page_size_bytes */
+	size_t page_size_bytes;  /* registration page: 64 KiB in GPU memory, the host page size otherwise */
+	int cpu_readable;        /* 0: GPU memory, which the rx lcore must never read (header split) */
+	int needs_flush;         /* 1: NIC writes must be flushed before the device may read them */
+	const char *where;       /* "gpu" or "host", for start-up lines */
+};
+
+/* 1 when payloads live in external memory (gpu_device_payload_region), 0 when in the port's pool. */
+int gpu_device_payload_external(const struct gpu_device *dev);
+int gpu_device_payload_region(struct gpu_device *dev, size_t len_bytes, struct gpu_payload_region *out,
+			      char why[GPU_WHY_SIZE]);
+/*
+ * Make the NIC's completed writes into external payload memory visible to the device before the
+ * requests in them are published (GPUDirect RDMA on a GPU that does not order them by itself: the
+ * NIC's completion says the data left the NIC, not that the GPU will see it). Called by an rx lcore
+ * once per burst when the region's needs_flush is set. Returns 0 or -EIO.
+ */
+int gpu_device_flush_payload_writes(struct gpu_device *dev);
 
 /*
  * Watchdog, called periodically by the control core: reads every worker's (or block's) heartbeat and

@@ -212,7 +212,7 @@ int main(int argc, char **argv)
 	cfg.models.count = 1;
 	snprintf(cfg.models.models[0].name, sizeof(cfg.models.models[0].name), "echo");
 	cfg.models.models[0].arch = KRN_ARCH_ECHO;
-	if (gpu_device_open(&cfg, &dev, why) != 0 || dp_port_open(&port, (uint16_t)port_id, 1, 1024, why) != 0) {
+	if (gpu_device_open(&cfg, &dev, why) != 0 || dp_port_open(&port, (uint16_t)port_id, 1, 1024, NULL, why) != 0) {
 		fprintf(stderr, "bench_path: %s\n", why);
 		return 1;
 	}

@@ -1172,6 +1172,90 @@ static void test_rx_flags(void)
 		  DP_VERDICT_ARP_REQUEST);
 }
 
+/*
+ * A frame split between host and device memory (cuda-gpudirect with header split): only the head is
+ * there to read. The head is copied alone into a buffer of its exact size, so ASan catches any read
+ * past it; the rest of the frame is never handed over.
+ */
+static enum dp_verdict classify_split(const uint8_t *frame, uint32_t head, uint32_t size, uint32_t rx_flags,
+				      struct dp_frame_info *info)
+{
+	struct dp_self self = ours();
+	uint8_t *copy = dup_exact(frame, head < size ? head : size);
+	enum dp_verdict v;
+
+	memset(info, 0xa5, sizeof(*info));
+	v = dp_classify_split(&self, copy, head, size, rx_flags, info);
+	free(copy);
+	return v;
+}
+
+static void expect_split_drop(int line, const uint8_t *frame, uint32_t head, uint32_t size, uint32_t rx_flags,
+			      enum dp_drop want)
+{
+	struct dp_frame_info info;
+	enum dp_verdict v = classify_split(frame, head, size, rx_flags, &info);
+
+	CHECK_U64_AT(line, v, DP_VERDICT_DROP);
+	if (v == DP_VERDICT_DROP) {
+		if (info.drop != want)
+			check_failed(__FILE__, line, "drop %s, expected %s", dp_drop_key(info.drop), dp_drop_key(want));
+		else
+			checks_passed++;
+		drops_seen |= 1u << info.drop;
+	}
+}
+
+static void test_split_frames(void)
+{
+	static uint8_t f[FRAME_MAX];
+	const uint32_t head = ETH_HDR + 20 + UDP_HDR; /* the untagged, option-free split point */
+	const uint32_t port_verified = DP_RX_IP_CKSUM_GOOD | DP_RX_L4_CKSUM_GOOD;
+	struct dp_frame_info info;
+	struct spec s = udp_spec(100);
+	uint32_t n = build_udp(f, &s);
+
+	/* Headers in the head, payload beyond it, checksums vouched for by the port: a request whose
+	 * payload starts exactly where the device segment does. */
+	CHECK_U64(classify_split(f, head, n, port_verified, &info), DP_VERDICT_REQUEST);
+	CHECK_U64(info.payload_offset, head);
+	CHECK_U64(info.payload_size, 100);
+	/* The port verified the IPv4 header only: the CPU cannot sum a payload it may not read. */
+	expect_split_drop(__LINE__, f, head, n, DP_RX_IP_CKSUM_GOOD, DP_DROP_UDP_UNVERIFIED);
+	expect_split_drop(__LINE__, f, head, n, DP_RX_CKSUM_UNKNOWN, DP_DROP_UDP_UNVERIFIED);
+	/* ... unless there is no checksum to verify, or the port found it bad. */
+	expect_split_drop(__LINE__, f, head, n, DP_RX_IP_CKSUM_GOOD | DP_RX_L4_CKSUM_BAD, DP_DROP_UDP_BAD_CHECKSUM);
+	put16(f + ETH_HDR + 20 + UDP_CSUM, 0);
+	CHECK_U64(classify_split(f, head, n, DP_RX_CKSUM_UNKNOWN, &info), DP_VERDICT_REQUEST);
+	/* A head holding the whole frame is an ordinary frame: the software sum runs and holds. */
+	n = build_udp(f, &s);
+	CHECK_U64(classify_split(f, n, n, DP_RX_CKSUM_UNKNOWN, &info), DP_VERDICT_REQUEST);
+	CHECK_U64(classify_split(f, n + 100, n, DP_RX_CKSUM_UNKNOWN, &info), DP_VERDICT_REQUEST);
+	/* A tag or IPv4 options push the UDP header past a fixed split point. */
+	n = tag_frame(f, build_udp(f, &s), RTE_ETHER_TYPE_VLAN, 7);
+	expect_split_drop(__LINE__, f, head, n, port_verified, DP_DROP_SPLIT_LAYOUT);
+	s.ihl = 6;
+	n = build_udp(f, &s);
+	expect_split_drop(__LINE__, f, head, n, port_verified, DP_DROP_SPLIT_LAYOUT);
+	/* Heads cut inside each header. */
+	s = udp_spec(100);
+	n = build_udp(f, &s);
+	expect_split_drop(__LINE__, f, 10, n, port_verified, DP_DROP_SPLIT_LAYOUT);
+	expect_split_drop(__LINE__, f, ETH_HDR + 10, n, port_verified, DP_DROP_SPLIT_LAYOUT);
+	expect_split_drop(__LINE__, f, ETH_HDR + 20 + 4, n, port_verified, DP_DROP_SPLIT_LAYOUT);
+	/* A runt is a runt whatever the split. */
+	expect_split_drop(__LINE__, f, 4, 10, port_verified, DP_DROP_RUNT);
+	/* An ICMP echo is answered in place and summed whole: its data past the head drops it. */
+	s = udp_spec(0);
+	n = build_icmp(f, &s, RTE_IP_ICMP_ECHO_REQUEST, 0, 56);
+	expect_split_drop(__LINE__, f, head, n, port_verified, DP_DROP_SPLIT_LAYOUT);
+	CHECK_U64(classify_split(f, n, n, port_verified, &info), DP_VERDICT_ICMP_ECHO);
+	/* ARP fits a 42-byte head; cut short, it cannot be read. */
+	n = build_arp(f, peer_mac, RTE_ARP_OP_REQUEST, PEER_IP, OUR_IP);
+	CHECK_U64(classify_split(f, head, n, DP_RX_CKSUM_UNKNOWN, &info), DP_VERDICT_ARP_REQUEST);
+	expect_split_drop(__LINE__, f, ETH_HDR + 20, n, DP_RX_CKSUM_UNKNOWN, DP_DROP_SPLIT_LAYOUT);
+}
+
 /* Every drop reason that classification can reach was reached, and each has its own counter key. */
 static void test_drop_coverage(void)
 {
@@ -1196,6 +1280,7 @@ static void test_drop_coverage(void)
 int main(void)
 {
 	RUN(test_udp_request);
+	RUN(test_split_frames);
 	RUN(test_ethernet_padding);
 	RUN(test_udp_answer);
 	RUN(test_arp);
