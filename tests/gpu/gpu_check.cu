@@ -7,7 +7,10 @@
  *      poisoned answer buffers past each answer must still hold the poison.
  *   2. the ring under load: CPU producer threads publish into the cuda-host ring served by the
  *      persistent kernel; every request is answered exactly once, in its own slot.
- *   3. the doorbell benchmark: host publishes a request -> the device serves it -> the host sees DONE,
+ *   3. cuda-gpudirect's device half: payloads in GPU payload memory, written where a NIC would write
+ *      them, flushed when the GPU needs it, served by the persistent kernel (skipped with the reason on
+ *      a GPU without GPUDirect RDMA).
+ *   4. the doorbell benchmark: host publishes a request -> the device serves it -> the host sees DONE,
  *      one request in flight, measured three ways in one run: the persistent kernel, one kernel launch
  *      per request, one CUDA graph launch per request. p50/p99/p99.9 over >= 100k round trips.
  *
@@ -568,6 +571,105 @@ static double percentile(std::vector<double> &v, double q)
 	return v[k];
 }
 
+/*
+ * Test 3: cuda-gpudirect's device half, without a NIC: request payloads in the GPU payload memory
+ * (64 KiB aligned, SYNC_MEMOPS), written there by cudaMemcpy where a NIC would write by DMA, flushed
+ * when the GPU does not order such writes, published, served by the persistent kernel. Skipped, with
+ * the reason, on a GPU without GPUDirect RDMA.
+ */
+static void check_gpudirect_payloads(void)
+{
+	const uint32_t requests = 20000;
+	struct krn_models models = echo_models();
+	struct gpu_cuda_params params;
+	struct gpu_cuda *cuda = NULL;
+	struct zh_ring ring;
+	char why[256];
+	void *payload_dev = NULL;
+	size_t len = 0, page = 0;
+	int needs_flush = 0;
+
+	memset(&params, 0, sizeof(params));
+	params.gpudirect = 1;
+	params.slot_count = 64;
+	params.ans_stride_bytes = ANS_STRIDE;
+	params.block_count = 2;
+	params.thread_count = 32;
+	params.models = &models;
+	int rc = gpu_cuda_open(&params, &cuda, &ring, why, sizeof(why));
+	if (rc == -ENOTSUP) {
+		printf("gpu_check: gpudirect payloads: SKIP: %s\n", why);
+		fprintf(results, "gpudirect skipped=\"%s\"\n", why);
+		return;
+	}
+	CHECK(rc == 0, "gpudirect: open: %s", why);
+	if (rc)
+		return;
+	rc = gpu_cuda_alloc_payload(cuda, (size_t)ring.slot_count * PAYLOAD_STRIDE, &payload_dev, &len, &page,
+				    &needs_flush, why, sizeof(why));
+	CHECK(rc == 0, "gpudirect: payload memory: %s", why);
+	if (rc) {
+		gpu_cuda_close(cuda);
+		return;
+	}
+	CHECK(((uintptr_t)payload_dev % 65536u) == 0 && len % 65536u == 0 && page == 65536u,
+	      "gpudirect: payload memory %p, %zu bytes, %zu-byte pages: not whole 64 KiB pages", payload_dev, len, page);
+	CHECK(gpu_cuda_payload_addr(cuda, (uint8_t *)payload_dev + 100) == (uint64_t)(uintptr_t)payload_dev + 100,
+	      "gpudirect: a payload in GPU memory must be read where it lies");
+	CHECK(gpu_cuda_start(cuda, why, sizeof(why)) == 0, "gpudirect: start: %s", why);
+
+	uint64_t wrong = 0, answered = 0, flush_failed = 0;
+	uint64_t deadline = now_ns() + 60ull * 1000000000ull;
+	for (uint32_t i = 0; i < requests && now_ns() < deadline; i++) {
+		uint64_t ticket;
+		struct zh_slot *slot = zh_ring_produce_begin(&ring, &ticket);
+		uint8_t req[PAYLOAD_STRIDE];
+		uint32_t tokens[2] = { 7, i };
+
+		CHECK(slot != NULL, "gpudirect: ring full with one request in flight");
+		if (!slot)
+			break;
+		uint32_t idx = (uint32_t)(ticket & ring.slot_mask);
+		uint8_t *dst = (uint8_t *)payload_dev + (size_t)idx * PAYLOAD_STRIDE;
+		uint32_t size = make_request(req, sizeof(req), i, tokens, 2);
+		/* Where the NIC would DMA: SYNC_MEMOPS makes this copy complete before it returns. */
+		CUDA_OK(cudaMemcpy(dst, req, size, cudaMemcpyHostToDevice));
+		if (needs_flush && gpu_cuda_flush_rdma_writes(cuda) != 0)
+			flush_failed++;
+		slot->req_addr = gpu_cuda_payload_addr(cuda, dst);
+		slot->req_size_bytes = size;
+		slot->producer_idx = 0;
+		zh_ring_publish(&ring, slot, ticket);
+		while (!zh_ring_is_done(&ring, slot, ticket) && now_ns() < deadline)
+			;
+		if (!zh_ring_is_done(&ring, slot, ticket))
+			break;
+		uint8_t expect[64];
+		struct krn_mp_writer w;
+		krn_mp_writer_init(&w, expect, sizeof(expect));
+		krn_answer_head(&w, 1, 1, i, ZH_STATUS_OK, NULL);
+		krn_mp_put_cstr(&w, "tokens");
+		krn_mp_put_array(&w, 2);
+		krn_mp_put_uint(&w, tokens[0]);
+		krn_mp_put_uint(&w, tokens[1]);
+		uint32_t n = krn_mp_writer_size(&w, expect);
+		if (slot->ans_size_bytes != n || memcmp(zh_ring_answer(&ring, slot), expect, n) != 0)
+			wrong++;
+		zh_ring_release(&ring, slot, ticket);
+		answered++;
+	}
+	CHECK(answered == requests, "gpudirect: %llu of %u answered", (unsigned long long)answered, requests);
+	CHECK(wrong == 0, "gpudirect: %llu answers wrong", (unsigned long long)wrong);
+	CHECK(flush_failed == 0, "gpudirect: %llu flushes failed", (unsigned long long)flush_failed);
+	CHECK(gpu_cuda_stop(cuda, 2000) == 0, "gpudirect: the persistent kernel did not stop");
+	printf("gpu_check: gpudirect payloads: %llu requests read from GPU memory, %llu wrong, writes %s\n",
+	       (unsigned long long)answered, (unsigned long long)wrong,
+	       needs_flush ? "flushed before READY (the GPU does not order them)" : "ordered by the GPU (no flush)");
+	fprintf(results, "gpudirect requests=%llu wrong=%llu needs_flush=%d\n", (unsigned long long)answered,
+		(unsigned long long)wrong, needs_flush);
+	gpu_cuda_close(cuda);
+}
+
 int main(int argc, char **argv)
 {
 	uint32_t round_trips = 100000;
@@ -596,6 +698,7 @@ int main(int argc, char **argv)
 	check_codec_on_device();
 	check_models_on_device();
 	check_ring_under_load();
+	check_gpudirect_payloads();
 
 	std::vector<double> rtt[3];
 	for (int m = MODE_PERSISTENT; m <= MODE_GRAPH; m++) {
