@@ -184,6 +184,8 @@ static int apply_config(const struct mgmt_config *f, struct options *opt)
 		gpu->stall_ms = f->stall_ms;
 	if (f->set_mask & MGMT_CFG_RUN_STATE_MIB)
 		opt->run_state_mib = f->run_state_mib;
+	if (f->set_mask & MGMT_CFG_PAYLOAD_MEMORY)
+		gpu->payload_memory = strcmp(f->payload_memory, "external") == 0 ? GPU_PAYLOAD_EXTERNAL : GPU_PAYLOAD_PORT_POOL;
 	if (f->set_mask & MGMT_CFG_CTL_SOCKET)
 		opt->ctl_socket = f->ctl_socket;
 	if (f->set_mask & MGMT_CFG_HTTP_PORT)

@@ -94,6 +94,7 @@ struct cfg_parse {
 static const char *const section_names[] = { "network", "device", "mgmt", "models" };
 static const char *const kind_choices[] = { "auto", "cpu", "cuda-host", "cuda-gpudirect", NULL };
 static const char *const idle_choices[] = { "poll", "backoff", NULL };
+static const char *const payload_memory_choices[] = { "pool", "external", NULL };
 
 static int parse_u32_key(const struct cfg_key *key, const char *value, struct mgmt_config *cfg, char *detail);
 static int parse_ring_slots(const struct cfg_key *key, const char *value, struct mgmt_config *cfg, char *detail);
@@ -114,7 +115,8 @@ static void format_cores(const struct cfg_key *key, const struct mgmt_config *cf
 	  sizeof(((struct mgmt_config *)0)->key), 0, 0, choices_ }
 #define LIST_KEY(sec, key, bit_, parse_fn, format_fn) { sec, #key, bit_, parse_fn, format_fn, 0, 0, 0, 0, NULL }
 
-/* Every key but the models, in MGMT_CFG_* order; the ranges are those of zerohopd's options. */
+/* Every key but the models, by section in file order (each entry names its MGMT_CFG_* bit); the ranges
+ * are those of zerohopd's options. */
 static const struct cfg_key keys[] = {
 	STR_KEY("network", ip, MGMT_CFG_IP, parse_ip, NULL),
 	U32_KEY("network", udp_port, MGMT_CFG_UDP_PORT, 1, 65535),
@@ -129,6 +131,7 @@ static const struct cfg_key keys[] = {
 	U32_KEY("device", cuda_blocks, MGMT_CFG_CUDA_BLOCKS, 1, 1024),
 	U32_KEY("device", stall_ms, MGMT_CFG_STALL_MS, 10, 600000),
 	U32_KEY("device", run_state_mib, MGMT_CFG_RUN_STATE_MIB, 1, 65536),
+	STR_KEY("device", payload_memory, MGMT_CFG_PAYLOAD_MEMORY, parse_choice, payload_memory_choices),
 	STR_KEY("mgmt", ctl_socket, MGMT_CFG_CTL_SOCKET, parse_path, NULL),
 	U32_KEY("mgmt", http_port, MGMT_CFG_HTTP_PORT, 0, 65535),
 	U32_KEY("mgmt", max_connections, MGMT_CFG_MAX_CONNECTIONS, 1, MGMT_CONFIG_CONNECTIONS_MAX),

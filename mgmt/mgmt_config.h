@@ -57,7 +57,8 @@
 #define MGMT_CFG_STOP_DEADLINE_MS (1ull << 15)  /* mgmt.stop_deadline_ms */
 #define MGMT_CFG_STATS_INTERVAL_MS (1ull << 16) /* mgmt.stats_interval_ms */
 #define MGMT_CFG_MODELS (1ull << 17)            /* at least one line in [models] */
-#define MGMT_CFG_KEY_COUNT 18u
+#define MGMT_CFG_PAYLOAD_MEMORY (1ull << 18)    /* device.payload_memory */
+#define MGMT_CFG_KEY_COUNT 19u
 
 struct mgmt_config_model {
 	char name[MGMT_CONFIG_MODEL_NAME_SIZE]; /* 1..31 bytes of [A-Za-z0-9._-] */
@@ -83,6 +84,7 @@ struct mgmt_config {
 	uint32_t cuda_blocks;                   /* 1..1024 */
 	uint32_t stall_ms;                      /* 10..600000 */
 	uint32_t run_state_mib;                 /* 1..65536 */
+	char payload_memory[MGMT_CONFIG_KIND_SIZE]; /* pool or external */
 	/* [mgmt] */
 	char ctl_socket[MGMT_CONFIG_SOCKET_SIZE]; /* 0..107 bytes; empty: no control socket */
 	uint32_t http_port;                     /* 0..65535; 0: no HTTP */

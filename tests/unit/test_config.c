@@ -143,16 +143,16 @@ static const char full_file[] =
 	"udp_port=7001\n"                                           /* 6 */
 	"  port_id   =   3  \n"                                     /* 7 */
 	"allow = 198.18.0.0/15,203.0.113.0/24 , 0.0.0.0/0\n"           /* 8 */
-	"\n"                                                        /* 9 */
-	"[device]\n"                                                /* 10 */
-	"kind = cuda-gpudirect\n"                                   /* 11 */
-	"workers = 3\n"                                             /* 12 */
-	"worker_cores = 4,5, 1023\n"                                /* 13 */
-	"ring_slots = 4096 ; an inline comment\n"                   /* 14 */
-	"idle = backoff\n"                                          /* 15 */
-	"cuda_blocks = 16\n"                                        /* 16 */
-	"stall_ms = 2500\n"                                         /* 17 */
-	"run_state_mib = 128\n"                                     /* 18 */
+	"[device]\n"                                                /* 9 */
+	"kind = cuda-gpudirect\n"                                   /* 10 */
+	"workers = 3\n"                                             /* 11 */
+	"worker_cores = 4,5, 1023\n"                                /* 12 */
+	"ring_slots = 4096 ; an inline comment\n"                   /* 13 */
+	"idle = backoff\n"                                          /* 14 */
+	"cuda_blocks = 16\n"                                        /* 15 */
+	"stall_ms = 2500\n"                                         /* 16 */
+	"run_state_mib = 128\n"                                     /* 17 */
+	"payload_memory = external\n"                               /* 18 */
 	"[mgmt]\n"                                                  /* 19 */
 	"ctl_socket = /run/zerohop/ctl.sock\n"                      /* 20 */
 	"http_port = 0\n"                                           /* 21 */
@@ -185,6 +185,7 @@ static void test_full_file(void)
 		"network.allow=198.18.0.0/15,203.0.113.0/24,0.0.0.0/0", "device.kind=cuda-gpudirect",
 		"device.workers=3", "device.worker_cores=4,5,1023", "device.ring_slots=4096",
 		"device.idle=backoff", "device.cuda_blocks=16", "device.stall_ms=2500", "device.run_state_mib=128",
+		"device.payload_memory=external",
 		"mgmt.ctl_socket=/run/zerohop/ctl.sock", "mgmt.http_port=0", "mgmt.max_connections=64",
 		"mgmt.stop_deadline_ms=600000", "mgmt.stats_interval_ms=3600000",
 		"models.stories=/srv/models/stories260K", "models.echo.v2=echo", "models.Rank_3-b=models/ranker dir",
@@ -212,6 +213,7 @@ static void test_full_file(void)
 	CHECK_U64(cfg.cuda_blocks, 16);
 	CHECK_U64(cfg.stall_ms, 2500);
 	CHECK_U64(cfg.run_state_mib, 128);
+	CHECK_STR(cfg.payload_memory, "external");
 	CHECK_STR(cfg.ctl_socket, "/run/zerohop/ctl.sock");
 	CHECK_U64(cfg.http_port, 0);
 	CHECK_U64(cfg.max_connections, 64);
@@ -377,6 +379,12 @@ static void test_strings(void)
 	}
 	EXPECT_ERROR("[device]\n\nidle = busy\n", 3, "device.idle: expected one of poll, backoff");
 	EXPECT_ERROR("[device]\nidle = Poll\n", 2, "device.idle");
+	EXPECT_OK("[device]\npayload_memory = external\n", &cfg);
+	CHECK_U64(cfg.set_mask, MGMT_CFG_PAYLOAD_MEMORY);
+	CHECK_STR(cfg.payload_memory, "external");
+	EXPECT_OK("[device]\npayload_memory = pool\n", &cfg);
+	CHECK_STR(cfg.payload_memory, "pool");
+	EXPECT_ERROR("[device]\npayload_memory = gpu\n", 2, "device.payload_memory: expected one of pool, external");
 	for (size_t i = 0; i < sizeof(bad_ips) / sizeof(bad_ips[0]); i++) {
 		text_set("[network]\nip = %s\n", bad_ips[i]);
 		EXPECT_ERROR(text, 2, "network.ip: expected an IPv4 address");
