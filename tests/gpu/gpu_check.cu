@@ -372,6 +372,20 @@ struct producer {
 	uint64_t wrong;
 };
 
+/* The echo answer to a two-token request: {id, status, tokens}, built the way the device builds it. */
+static uint32_t echo_answer(uint8_t *buf, uint32_t cap, uint64_t id, const uint32_t tokens[2])
+{
+	struct krn_mp_writer w;
+
+	krn_mp_writer_init(&w, buf, cap);
+	krn_answer_head(&w, 1, 1, id, ZH_STATUS_OK, NULL);
+	krn_mp_put_cstr(&w, "tokens");
+	krn_mp_put_array(&w, 2);
+	krn_mp_put_uint(&w, tokens[0]);
+	krn_mp_put_uint(&w, tokens[1]);
+	return krn_mp_writer_size(&w, buf);
+}
+
 static void *producer_main(void *arg)
 {
 	struct producer *p = (struct producer *)arg;
@@ -407,15 +421,7 @@ static void *producer_main(void *arg)
 			uint32_t idx = (uint32_t)(t & ring->slot_mask);
 			uint8_t expect[64];
 			uint32_t tokens[2] = { p->idx, (uint32_t)seq_of[idx] };
-			/* The echo answer is {id, status, tokens}: compare against one built the same way. */
-			struct krn_mp_writer w;
-			krn_mp_writer_init(&w, expect, sizeof(expect));
-			krn_answer_head(&w, 1, 1, seq_of[idx], ZH_STATUS_OK, NULL);
-			krn_mp_put_cstr(&w, "tokens");
-			krn_mp_put_array(&w, 2);
-			krn_mp_put_uint(&w, tokens[0]);
-			krn_mp_put_uint(&w, tokens[1]);
-			uint32_t n = krn_mp_writer_size(&w, expect);
+			uint32_t n = echo_answer(expect, sizeof(expect), seq_of[idx], tokens);
 			if (s->ans_size_bytes != n || memcmp(zh_ring_answer(ring, s), expect, n) != 0)
 				p->wrong++;
 			zh_ring_release(ring, s, t);
@@ -645,14 +651,7 @@ static void check_gpudirect_payloads(void)
 		if (!zh_ring_is_done(&ring, slot, ticket))
 			break;
 		uint8_t expect[64];
-		struct krn_mp_writer w;
-		krn_mp_writer_init(&w, expect, sizeof(expect));
-		krn_answer_head(&w, 1, 1, i, ZH_STATUS_OK, NULL);
-		krn_mp_put_cstr(&w, "tokens");
-		krn_mp_put_array(&w, 2);
-		krn_mp_put_uint(&w, tokens[0]);
-		krn_mp_put_uint(&w, tokens[1]);
-		uint32_t n = krn_mp_writer_size(&w, expect);
+		uint32_t n = echo_answer(expect, sizeof(expect), i, tokens);
 		if (slot->ans_size_bytes != n || memcmp(zh_ring_answer(&ring, slot), expect, n) != 0)
 			wrong++;
 		zh_ring_release(&ring, slot, ticket);

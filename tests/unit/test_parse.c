@@ -330,20 +330,26 @@ static enum dp_verdict classify_exact(const struct dp_self *self, const uint8_t 
 /* Which drop reasons some test produced; each one dp_classify can produce must come up. */
 static uint32_t drops_seen;
 
+/* A classification that must have dropped the frame for `want`. */
+static void check_drop(int line, enum dp_verdict v, const struct dp_frame_info *info, enum dp_drop want)
+{
+	CHECK_U64_AT(line, v, DP_VERDICT_DROP);
+	if (v == DP_VERDICT_DROP) {
+		if (info->drop != want)
+			check_failed(__FILE__, line, "drop %s, expected %s", dp_drop_key(info->drop), dp_drop_key(want));
+		else
+			checks_passed++;
+		drops_seen |= 1u << info->drop;
+	}
+}
+
 static void expect_drop_flags(int line, const uint8_t *frame, uint32_t size, uint32_t rx_flags, enum dp_drop want)
 {
 	struct dp_self self = ours();
 	struct dp_frame_info info;
 	enum dp_verdict v = classify_flags(&self, frame, size, rx_flags, &info);
 
-	CHECK_U64_AT(line, v, DP_VERDICT_DROP);
-	if (v == DP_VERDICT_DROP) {
-		if (info.drop != want)
-			check_failed(__FILE__, line, "drop %s, expected %s", dp_drop_key(info.drop), dp_drop_key(want));
-		else
-			checks_passed++;
-		drops_seen |= 1u << info.drop;
-	}
+	check_drop(line, v, &info, want);
 }
 
 #define EXPECT_DROP(frame, size, want) expect_drop_flags(__LINE__, frame, size, DP_RX_CKSUM_UNKNOWN, want)
@@ -1196,14 +1202,7 @@ static void expect_split_drop(int line, const uint8_t *frame, uint32_t head, uin
 	struct dp_frame_info info;
 	enum dp_verdict v = classify_split(frame, head, size, rx_flags, &info);
 
-	CHECK_U64_AT(line, v, DP_VERDICT_DROP);
-	if (v == DP_VERDICT_DROP) {
-		if (info.drop != want)
-			check_failed(__FILE__, line, "drop %s, expected %s", dp_drop_key(info.drop), dp_drop_key(want));
-		else
-			checks_passed++;
-		drops_seen |= 1u << info.drop;
-	}
+	check_drop(line, v, &info, want);
 }
 
 static void test_split_frames(void)
