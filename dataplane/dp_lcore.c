@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include <rte_branch_prediction.h>
+#include <rte_byteorder.h>
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
 #include <rte_malloc.h>
@@ -55,6 +56,7 @@ int dp_lcore_init(struct dp_lcore *lc, struct gpu_device *dev)
 	lc->pending_count = 0;
 	lc->pending_tickets = rte_zmalloc("zh_pending", ring->slot_count * sizeof(uint64_t), 0);
 	lc->slot_mbufs = rte_zmalloc("zh_slot_mbufs", ring->slot_count * sizeof(struct rte_mbuf *), 0);
+	lc->slot_nic_tsc = rte_zmalloc("zh_slot_nic_tsc", ring->slot_count * sizeof(uint64_t), 0);
 	lc->inline_scratch = NULL;
 	lc->ext_pool = NULL;
 	lc->shinfo = NULL;
@@ -108,7 +110,7 @@ int dp_lcore_init(struct dp_lcore *lc, struct gpu_device *dev)
 			lc->inline_scratch->model_state_floats = floats;
 		}
 	}
-	if (!lc->pending_tickets || !lc->slot_mbufs) {
+	if (!lc->pending_tickets || !lc->slot_mbufs || !lc->slot_nic_tsc) {
 		dp_lcore_free(lc);
 		return -ENOMEM;
 	}
@@ -120,6 +122,7 @@ void dp_lcore_free(struct dp_lcore *lc)
 {
 	rte_free(lc->pending_tickets);
 	rte_free(lc->slot_mbufs);
+	rte_free(lc->slot_nic_tsc);
 	if (lc->inline_scratch)
 		rte_free(lc->inline_scratch->model_state);
 	rte_free(lc->inline_scratch);
@@ -132,6 +135,7 @@ void dp_lcore_free(struct dp_lcore *lc)
 	lc->release_tickets = NULL;
 	lc->pending_tickets = NULL;
 	lc->slot_mbufs = NULL;
+	lc->slot_nic_tsc = NULL;
 	lc->inline_scratch = NULL;
 }
 
@@ -228,7 +232,7 @@ static int answer_now(struct dp_lcore *lc, struct rte_mbuf *m, const struct dp_f
 /* Publish a request to the ring. Returns 1 if the mbuf now belongs to the ring, 0 if it was
  * answered at once and goes to tx, -1 if it must be freed. */
 static int publish_request(struct dp_lcore *lc, struct rte_mbuf *m, const struct dp_frame_info *info,
-			   uint64_t rx_tsc, struct dp_stats *local)
+			   uint64_t rx_tsc, uint64_t nic_tsc, struct dp_stats *local)
 {
 	uint64_t ticket;
 	struct zh_slot *slot;
@@ -265,6 +269,7 @@ static int publish_request(struct dp_lcore *lc, struct rte_mbuf *m, const struct
 	m->l2_len = info->l3_offset;
 	m->l3_len = (uint16_t)(info->l4_offset - info->l3_offset);
 	lc->slot_mbufs[ticket & lc->ring.slot_mask] = m;
+	lc->slot_nic_tsc[ticket & lc->ring.slot_mask] = nic_tsc;
 	lc->pending_tickets[(lc->pending_head + lc->pending_count) & lc->ring.slot_mask] = ticket;
 	lc->pending_count++;
 
@@ -302,8 +307,8 @@ static uint32_t rx_cksum_flags(uint64_t ol_flags)
 
 /* Classify one frame and act on it. Returns 1 if `m` was added to tx, 0 if the ring owns it or it
  * was freed. */
-static int handle_frame(struct dp_lcore *lc, struct rte_mbuf *m, uint64_t rx_tsc, struct rte_mbuf **tx,
-			uint32_t *tx_count, struct dp_stats *local)
+static int handle_frame(struct dp_lcore *lc, struct rte_mbuf *m, uint64_t rx_tsc, uint64_t nic_tsc,
+			struct rte_mbuf **tx, uint32_t *tx_count, struct dp_stats *local)
 {
 	struct dp_frame_info info;
 	uint8_t *frame = rte_pktmbuf_mtod(m, uint8_t *);
@@ -330,7 +335,7 @@ static int handle_frame(struct dp_lcore *lc, struct rte_mbuf *m, uint64_t rx_tsc
 	}
 	switch (verdict) {
 	case DP_VERDICT_REQUEST:
-		rc = publish_request(lc, m, &info, rx_tsc, local);
+		rc = publish_request(lc, m, &info, rx_tsc, nic_tsc, local);
 		if (rc > 0)
 			return 0;
 		if (rc < 0) {
@@ -375,13 +380,17 @@ static uint64_t stage_ns(const struct dp_lcore *lc, uint64_t from, uint64_t to)
 
 /* One answer's stage times and its (model, status) count. Stamps from another clock than the TSC
  * (a GPU's) are left to the probe, which maps the clocks; only the host stages are recorded then. */
-static void record_answer(struct dp_lcore *lc, const struct zh_slot *slot, uint16_t status, uint64_t tx_tsc)
+static void record_answer(struct dp_lcore *lc, const struct zh_slot *slot, uint16_t status, uint64_t nic_tsc,
+			  uint64_t tx_tsc)
 {
 	struct dp_answer_stats *a = &lc->answers;
 	uint32_t model = slot->model_id < ZH_MODEL_IDS_MAX ? slot->model_id : ZH_MODEL_IDS_MAX;
 	uint64_t *cell = &a->by_model[model][status < ZH_STATUS_COUNT ? status : ZH_STATUS_INTERNAL];
 
 	__atomic_store_n(cell, *cell + 1, __ATOMIC_RELAXED);
+	/* A mapped NIC stamp may lie after rx_tsc by up to the map's bound: stage_ns makes that zero. */
+	if (nic_tsc != 0)
+		dp_hist_record(&a->stages[DP_STAGE_WIRE_TO_RX], stage_ns(lc, nic_tsc, slot->rx_tsc));
 	dp_hist_record(&a->stages[DP_STAGE_RX_TO_RING], stage_ns(lc, slot->rx_tsc, slot->publish_tsc));
 	dp_hist_record(&a->stages[DP_STAGE_END_TO_END], stage_ns(lc, slot->rx_tsc, tx_tsc));
 	if (lc->device_clock_is_tsc) {
@@ -424,6 +433,16 @@ static struct rte_mbuf *attach_answer(struct dp_lcore *lc, struct zh_slot *slot,
 	return z;
 }
 
+/* The trace's last value: the device left a 9-byte msgpack uint64 placeholder (0) at the end of the
+ * answer for the rx lcore, which alone knows the frame's NIC stamp. Written before the answer is framed,
+ * so that a UDP checksum covers it. */
+static void put_nic_rx(uint8_t *tail, uint64_t nic_tsc)
+{
+	uint64_t be = rte_cpu_to_be_64(nic_tsc);
+
+	memcpy(tail, &be, sizeof(be));
+}
+
 static uint32_t reap_done(struct dp_lcore *lc, struct rte_mbuf **tx, uint32_t *tx_count,
 			  struct dp_stats *local)
 {
@@ -443,10 +462,12 @@ static uint32_t reap_done(struct dp_lcore *lc, struct rte_mbuf **tx, uint32_t *t
 			.l4_offset = (uint16_t)(m->l2_len + m->l3_len),
 		};
 		uint32_t ans_size = slot->ans_size_bytes;
-		uint16_t status = slot->ans_status;
+		uint16_t status = slot->ans_status & ZH_ANS_STATUS_MASK;
+		int nic_tail = (slot->ans_status & ZH_ANS_F_NIC_RX_TAIL) != 0;
+		uint64_t nic_tsc = lc->slot_nic_tsc[ticket & ring->slot_mask];
 		uint32_t frame_size = 0;
 
-		record_answer(lc, slot, status, tx_tsc);
+		record_answer(lc, slot, status, nic_tsc, tx_tsc);
 		/* DONE: the device has read the payload for good. */
 		drop_payload_segment(m);
 		lc->pending_head = (lc->pending_head + 1) & ring->slot_mask;
@@ -459,6 +480,8 @@ static uint32_t reap_done(struct dp_lcore *lc, struct rte_mbuf **tx, uint32_t *t
 			rte_pktmbuf_free(m);
 			continue;
 		}
+		if (nic_tail && nic_tsc != 0 && ans_size >= ZH_ANS_NIC_RX_TAIL_BYTES)
+			put_nic_rx(zh_ring_answer(ring, slot) + ans_size - sizeof(uint64_t), nic_tsc);
 		struct rte_mbuf *z = lc->zero_copy ? attach_answer(lc, slot, ticket, m, &info, ans_size) : NULL;
 		if (likely(z != NULL)) {
 			/* Sent where the device wrote it; the slot goes back when the port frees z. */
@@ -509,6 +532,33 @@ static void idle_sleep(uint32_t sleep_us)
 	nanosleep(&ts, NULL);
 }
 
+/* Each frame's NIC rx stamp mapped to the TSC, 0 where it has none or it cannot be mapped. The map is
+ * read once per burst. */
+static void rx_stamps(struct dp_lcore *lc, struct rte_mbuf **rx, uint16_t n, uint64_t *nic_tsc,
+		      struct dp_stats *local)
+{
+	struct dp_nicclk_map map;
+	uint32_t good = 0, bad = 0;
+
+	if (lc->rx_stamp_flag == 0) {
+		memset(nic_tsc, 0, n * sizeof(*nic_tsc));
+		return;
+	}
+	int mapped = lc->rx_clock && dp_nicclk_read(lc->rx_clock, &map) == 0;
+	for (uint16_t i = 0; i < n; i++) {
+		nic_tsc[i] = 0;
+		if (!(rx[i]->ol_flags & lc->rx_stamp_flag))
+			continue;
+		uint64_t stamp = *RTE_MBUF_DYNFIELD(rx[i], lc->rx_stamp_offset, rte_mbuf_timestamp_t *);
+		if (mapped && dp_nicclk_to_tsc(&map, stamp, &nic_tsc[i]) == 0)
+			good++;
+		else
+			bad++;
+	}
+	local->counters[DP_COUNTER_rx_stamps_mapped] += good;
+	local->counters[DP_COUNTER_rx_stamps_unmapped] += bad;
+}
+
 /* One pass of the loop. Returns the number of frames received plus slots reaped. */
 static uint32_t poll_once(struct dp_lcore *lc)
 {
@@ -524,6 +574,9 @@ static uint32_t poll_once(struct dp_lcore *lc)
 	memset(&local, 0, sizeof(local));
 	if (n > 0) {
 		uint64_t rx_tsc = rte_rdtsc();
+		uint64_t nic_tsc[RX_BURST_MAX];
+
+		rx_stamps(lc, rx, n, nic_tsc, &local);
 
 		/* Read once per burst: the watchdog's verdict changes on a scale of milliseconds. */
 		lc->device_healthy = gpu_device_healthy(lc->dev);
@@ -539,7 +592,7 @@ static uint32_t poll_once(struct dp_lcore *lc)
 		for (uint32_t i = 0; i < n; i++) {
 			if (i + PREFETCH_OFFSET < n)
 				rte_prefetch0(rte_pktmbuf_mtod(rx[i + PREFETCH_OFFSET], void *));
-			handle_frame(lc, rx[i], rx_tsc, tx, &tx_count, &local);
+			handle_frame(lc, rx[i], rx_tsc, nic_tsc[i], tx, &tx_count, &local);
 		}
 	}
 	/* Inline mode: run the device loop here until the ring is empty (at most one ring's worth),

@@ -15,6 +15,7 @@
 
 #include "dp_hist.h"
 #include "dp_acl.h"
+#include "dp_nicclk.h"
 #include "dp_parse.h"
 #include "gpu_device.h"
 
@@ -37,7 +38,9 @@
 	X(answers_zero_copy, "answers sent from the device's answer buffer")     \
 	X(answers_copied, "answers copied into the request's mbuf")                \
 	X(payload_flushes, "bursts whose NIC writes were flushed to the device before READY") \
-	X(payload_flush_failed, "requests answered internal: the flush before READY failed")
+	X(payload_flush_failed, "requests answered internal: the flush before READY failed") \
+	X(rx_stamps_mapped, "frames whose NIC rx timestamp was mapped to the TSC")  \
+	X(rx_stamps_unmapped, "frames with a NIC rx timestamp the clock map could not place")
 
 enum dp_counter {
 #define DP_X(name, text) DP_COUNTER_##name,
@@ -54,6 +57,7 @@ struct dp_stats {
 
 /* Stages of a request's time, as exported (docs/MGMT.md). */
 #define DP_STAGE_LIST(X)                 \
+	X(WIRE_TO_RX, "wire_to_rx")      \
 	X(RX_TO_RING, "rx_to_ring")      \
 	X(RING_TO_CLAIM, "ring_to_claim") \
 	X(DEVICE_COMPUTE, "device_compute") \
@@ -94,6 +98,13 @@ struct dp_lcore {
 	uint32_t pending_head;            /* oldest, index into pending_tickets (mod slot_count) */
 	uint32_t pending_count;
 	struct rte_mbuf **slot_mbufs;     /* [ring.slot_count] */
+	/* NIC rx timestamps, where the port has them: set before dp_lcore_init. The stamp of each request
+	 * in flight, mapped to the TSC (0: none), is kept here rather than in the ring slot, which is full
+	 * and shared with the device. */
+	const struct dp_nicclk_pub *rx_clock; /* the port's clock map; NULL: the port does not stamp */
+	uint64_t rx_stamp_flag;
+	int rx_stamp_offset;
+	uint64_t *slot_nic_tsc;           /* [ring.slot_count] */
 	/* Zero-copy tx (answers sent where the device wrote them): set before dp_lcore_init, which
 	 * clears it where the port cannot take it. */
 	int zero_copy;

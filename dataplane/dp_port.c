@@ -2,19 +2,23 @@
 /*
  * dp_port.c: see dp_port.h.
  */
-/* rte_extmem's DMA mapping, the external-buffer pool and protocol-based buffer split are still
- * experimental in DPDK 22.11: they are the API for payloads in device memory, so we take them. */
+/* Still experimental in DPDK 22.11, and the only API for what they do: rte_eth_read_clock (a port's
+ * clock), rte_extmem's DMA mapping, the external-buffer pool and protocol-based buffer split
+ * (payloads in device memory). */
 #define ALLOW_EXPERIMENTAL_API 1
-
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <rte_bus.h>
+#include <rte_cycles.h>
 #include <rte_dev.h>
 #include <rte_ethdev.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_mbuf_dyn.h>
 #include <rte_memory.h>
 
 #include "dp_port.h"
@@ -103,6 +107,159 @@ static int setup_split_rxq(struct dp_port *port, uint16_t q, uint16_t rx_desc, i
 		snprintf(why, DP_WHY_SIZE, "rx queue %u with header split: %s", q, strerror(-rc));
 	return rc;
 }
+/* Rx timestamps: brackets per clock sample (the tightest is kept), how often the control core samples,
+ * the pause between the two samples taken at start-up (so that the first map is known before the
+ * first frame), and how far from the newest sample a stamp may lie and still be mapped. */
+#define CLOCK_SAMPLE_TRIES 8u
+#define CLOCK_REFRESH_MS 100u
+#define CLOCK_STARTUP_GAP_US 20000u
+#define CLOCK_HORIZON_NS 10000000000ull
+
+/*
+ * PMDs whose stamps' clock is known without rte_eth_read_clock. Returns 1 and the clock, the units of
+ * that clock per stamp unit and the stamps' resolution when `driver` is one of them.
+ *
+ * net_pcap (drivers/net/pcap/pcap_ethdev.c) stamps each frame with libpcap's capture time, which is
+ * the kernel's CLOCK_REALTIME stamp of the frame, and implements no read_clock. DPDK 22.11 stamps
+ * every frame in microseconds (tv_sec * 10^6 + tv_usec) without offering RTE_ETH_RX_OFFLOAD_TIMESTAMP;
+ * later versions offer the offload and stamp in nanoseconds.
+ */
+static int known_stamp_clock(const char *driver, int offered, enum dp_rx_clock *clock, uint32_t *stamp_scale,
+			     uint64_t *resolution_ns)
+{
+	if (driver && strcmp(driver, "net_pcap") == 0) {
+		*clock = DP_RX_CLOCK_REALTIME;
+		*stamp_scale = offered ? 1 : 1000;
+		*resolution_ns = offered ? 0 : 1000;
+		return 1;
+	}
+	return 0;
+}
+
+static int clock_read(const struct dp_port *port, uint64_t *nic)
+{
+	struct timespec ts;
+
+	if (port->rx_clock == DP_RX_CLOCK_ETHDEV)
+		return rte_eth_read_clock(port->port_id, nic);
+	if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
+		return -errno;
+	*nic = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return 0;
+}
+
+/* One sample: the tightest of a few (TSC, clock, TSC) brackets, then a new fit published. */
+static int clock_sample(struct dp_port *port)
+{
+	uint64_t best_before = 0, best_nic = 0, best_width = UINT64_MAX;
+
+	for (uint32_t i = 0; i < CLOCK_SAMPLE_TRIES; i++) {
+		uint64_t nic;
+		/* rte_rdtsc_precise fences: the clock read stays between the two TSC reads. */
+		uint64_t before = rte_rdtsc_precise();
+		int rc = clock_read(port, &nic);
+		uint64_t after = rte_rdtsc_precise();
+
+		if (rc)
+			return rc;
+		if (after - before < best_width) {
+			best_width = after - before;
+			best_before = before;
+			best_nic = nic;
+		}
+	}
+	dp_nicclk_add(&port->clock, best_before, best_nic, best_before + best_width);
+	return dp_nicclk_update(&port->clock);
+}
+
+/* Before configure: does the port stamp, and is the offload to be asked for? */
+static void rx_stamp_choose(struct dp_port *port, const struct rte_eth_dev_info *info, struct rte_eth_conf *conf)
+{
+	int offered = (info->rx_offload_capa & RTE_ETH_RX_OFFLOAD_TIMESTAMP) != 0;
+	enum dp_rx_clock clock;
+	uint32_t scale;
+	uint64_t resolution_ns;
+
+	if (!offered && !known_stamp_clock(info->driver_name, 0, &clock, &scale, &resolution_ns))
+		port->rx_stamp = DP_RX_STAMP_NONE;
+	else if (port->no_rx_stamp)
+		port->rx_stamp = DP_RX_STAMP_OFF;
+	else
+		port->rx_stamp = DP_RX_STAMP_NIC;
+	if (offered && port->rx_stamp == DP_RX_STAMP_NIC)
+		conf->rxmode.offloads |= RTE_ETH_RX_OFFLOAD_TIMESTAMP;
+}
+
+/* After start: the stamps' dynfield and flag, the clock to map them from, and the first map. */
+static void rx_stamp_start(struct dp_port *port, const struct rte_eth_dev_info *info)
+{
+	int offered = (info->rx_offload_capa & RTE_ETH_RX_OFFLOAD_TIMESTAMP) != 0;
+	uint32_t scale = 1;
+	uint64_t resolution_ns = 0;
+	uint64_t nic;
+
+	if (port->rx_stamp != DP_RX_STAMP_NIC)
+		return;
+	/* Registering returns the field and flag the PMD registered, or registers them for it. */
+	if (rte_mbuf_dyn_rx_timestamp_register(&port->rx_stamp_offset, &port->rx_stamp_flag) != 0) {
+		port->rx_stamp = DP_RX_STAMP_NONE;
+		return;
+	}
+	port->rx_clock = DP_RX_CLOCK_UNKNOWN;
+	if (offered && rte_eth_read_clock(port->port_id, &nic) == 0)
+		port->rx_clock = DP_RX_CLOCK_ETHDEV;
+	else
+		known_stamp_clock(info->driver_name, offered, &port->rx_clock, &scale, &resolution_ns);
+	dp_nicclk_init(&port->clock, rte_get_tsc_hz(), scale, resolution_ns,
+		       rte_get_tsc_hz() / 1000 * CLOCK_REFRESH_MS, CLOCK_HORIZON_NS);
+	if (port->rx_clock == DP_RX_CLOCK_UNKNOWN)
+		return;
+	/* Two samples apart by a little, so that the first frames already find a map. */
+	if (clock_sample(port) == -EAGAIN) {
+		rte_delay_us_sleep(CLOCK_STARTUP_GAP_US);
+		clock_sample(port);
+	}
+	port->clock_next_tsc = rte_rdtsc() + port->clock.refresh_tsc;
+}
+
+void dp_port_clock_tick(struct dp_port *port)
+{
+	uint64_t now_tsc;
+
+	if (port->rx_stamp != DP_RX_STAMP_NIC || port->rx_clock == DP_RX_CLOCK_UNKNOWN)
+		return;
+	now_tsc = rte_rdtsc();
+	if (now_tsc < port->clock_next_tsc)
+		return;
+	port->clock_next_tsc = now_tsc + port->clock.refresh_tsc;
+	/* A failed read keeps the window as it was: the map ages out at its horizon if reads keep failing. */
+	clock_sample(port);
+}
+
+void dp_port_rx_stamp_text(const struct dp_port *port, char text[DP_RX_STAMP_TEXT_SIZE])
+{
+	const struct dp_nicclk_map *map = &port->clock.last;
+
+	switch (port->rx_stamp) {
+	case DP_RX_STAMP_NONE:
+		snprintf(text, DP_RX_STAMP_TEXT_SIZE, "tsc (port offers none)");
+		return;
+	case DP_RX_STAMP_OFF:
+		snprintf(text, DP_RX_STAMP_TEXT_SIZE, "tsc (the port's are turned off: --no-rx-timestamp)");
+		return;
+	case DP_RX_STAMP_NIC:
+		break;
+	}
+	if (port->rx_clock == DP_RX_CLOCK_UNKNOWN)
+		snprintf(text, DP_RX_STAMP_TEXT_SIZE, "nic (unmapped: the port's clock cannot be read; "
+			 "stamps counted as rx_stamps_unmapped)");
+	else if (!map->valid)
+		snprintf(text, DP_RX_STAMP_TEXT_SIZE, "nic (not mapped yet: too few clock samples)");
+	else
+		snprintf(text, DP_RX_STAMP_TEXT_SIZE, "nic (mapped, bound ±%" PRIu64 " ns) from %s, %s stamps",
+			 map->bound_ns, port->rx_clock == DP_RX_CLOCK_ETHDEV ? "rte_eth_read_clock" : "CLOCK_REALTIME",
+			 map->stamp_scale == 1000 ? "us" : "ns");
+}
 
 int dp_port_open(struct dp_port *port, uint16_t port_id, uint16_t queue_count, uint32_t held_mbuf_count,
 		 const struct dp_payload_mem *ext, char why[DP_WHY_SIZE])
@@ -114,8 +271,10 @@ int dp_port_open(struct dp_port *port, uint16_t port_id, uint16_t queue_count, u
 	char pool_name[RTE_MEMPOOL_NAMESIZE];
 	int socket;
 	int rc;
+	int no_rx_stamp = port->no_rx_stamp;
 
 	memset(port, 0, sizeof(*port));
+	port->no_rx_stamp = no_rx_stamp;
 	port->port_id = port_id;
 	port->queue_count = queue_count;
 	if (!rte_eth_dev_is_valid_port(port_id)) {
@@ -161,6 +320,7 @@ int dp_port_open(struct dp_port *port, uint16_t port_id, uint16_t queue_count, u
 		conf.rx_adv_conf.rss_conf.rss_hf = rss;
 		port->rss = 1;
 	}
+	rx_stamp_choose(port, &info, &conf);
 	rc = rte_eth_dev_configure(port_id, queue_count, queue_count, &conf);
 	if (rc) {
 		snprintf(why, DP_WHY_SIZE, "configure port %u: %s", port_id, strerror(-rc));
@@ -238,6 +398,7 @@ int dp_port_open(struct dp_port *port, uint16_t port_id, uint16_t queue_count, u
 		snprintf(why, DP_WHY_SIZE, "MAC of port %u: %s", port_id, strerror(-rc));
 		goto fail;
 	}
+	rx_stamp_start(port, &info);
 	return 0;
 fail:
 	dp_port_close(port);

@@ -66,6 +66,7 @@ struct options {
 	uint32_t run_state_mib;
 	uint32_t queue_count;       /* rx/tx queue pairs, one rx/tx lcore each */
 	int tx_copy;                /* copy answers into the request mbuf instead of attaching them */
+	int no_rx_stamp;            /* start traces at the rx poll even where the port stamps frames */
 };
 
 static volatile sig_atomic_t quit_signal;
@@ -114,6 +115,7 @@ static void usage(FILE *out)
 		"  --config FILE        an INI configuration file (docs/MGMT.md); options given here override it\n"
 		"  --check-config FILE  validate FILE and exit: 0 valid, 1 not (each error with its line)\n"
 		"  --allow ADDR/LEN     answer only sources in this IPv4 prefix (repeat for up to 64; default: all)\n"
+		"  --no-rx-timestamp    ignore the port's rx timestamps: traces start at the rx poll\n"
 		"  --help\n",
 		DEFAULT_UDP_PORT, DEFAULT_RING_SLOTS);
 }
@@ -210,7 +212,7 @@ static int parse_options(int argc, char **argv, struct options *opt, const struc
 {
 	enum { O_IP = 256, O_UDP_PORT, O_PORT, O_DEVICE, O_WORKERS, O_WORKER_CORES, O_RING_SLOTS, O_IDLE,
 	       O_MODEL, O_STATS, O_CUDA_BLOCKS, O_STALL_MS, O_CTL_SOCKET, O_HTTP_PORT, O_MAX_CONN, O_STOP_DEADLINE,
-	       O_RUN_STATE, O_CONFIG, O_QUEUES, O_TX_COPY, O_ALLOW, O_PAYLOAD_MEMORY, O_HELP };
+	       O_RUN_STATE, O_CONFIG, O_QUEUES, O_TX_COPY, O_ALLOW, O_PAYLOAD_MEMORY, O_NO_RX_STAMP, O_HELP };
 	static const struct option longopts[] = {
 		{ "ip", required_argument, NULL, O_IP },
 		{ "udp-port", required_argument, NULL, O_UDP_PORT },
@@ -234,6 +236,7 @@ static int parse_options(int argc, char **argv, struct options *opt, const struc
 		{ "tx-copy", no_argument, NULL, O_TX_COPY },
 		{ "allow", required_argument, NULL, O_ALLOW },
 		{ "payload-memory", required_argument, NULL, O_PAYLOAD_MEMORY },
+		{ "no-rx-timestamp", no_argument, NULL, O_NO_RX_STAMP },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -361,6 +364,9 @@ static int parse_options(int argc, char **argv, struct options *opt, const struc
 				opt->gpu.payload_memory = GPU_PAYLOAD_EXTERNAL;
 			else
 				goto bad;
+			break;
+		case O_NO_RX_STAMP:
+			opt->no_rx_stamp = 1;
 			break;
 		case O_QUEUES:
 			if (parse_u32(optarg, 1, DP_QUEUES_MAX, &opt->queue_count))
@@ -514,11 +520,14 @@ static void print_startup(const struct options *opt, const struct dp_port *port,
 {
 	char ip[INET_ADDRSTRLEN];
 	char mac[RTE_ETHER_ADDR_FMT_SIZE];
+	char stamps[DP_RX_STAMP_TEXT_SIZE];
 
 	inet_ntop(AF_INET, &opt->ip, ip, sizeof(ip));
 	rte_ether_format_addr(mac, sizeof(mac), &port->mac);
 	printf("zerohopd: port %u (%s) MAC %s, IPv4 %s, UDP port %u, %u queue(s)\n", port->port_id,
 	       port->name, mac, ip, opt->udp_port, port->queue_count);
+	dp_port_rx_stamp_text(port, stamps);
+	printf("zerohopd: port %u rx timestamps: %s\n", port->port_id, stamps);
 	printf("zerohopd: device %s, ", gpu_device_kind_name(gpu_device_kind(dev)));
 	if (gpu_device_kind(dev) != GPU_KIND_CPU) {
 		printf("one persistent kernel of %u blocks", opt->gpu.cuda_block_count ? opt->gpu.cuda_block_count : 4);
@@ -702,6 +711,7 @@ int main(int argc, char **argv)
 	if (why[0] != '\0')
 		printf("zerohopd: CUDA: %s\n", why);
 
+	port.no_rx_stamp = opt.no_rx_stamp;
 	struct gpu_payload_region payload = { 0 };
 	if (gpu_device_payload_external(dev)) {
 		/* Payloads land where the device reads them: the port's payload mbufs are built on memory
@@ -745,6 +755,11 @@ int main(int argc, char **argv)
 		lc->zero_copy = !opt.tx_copy;
 		lc->split = port.split;
 		lc->flush_payload = payload.needs_flush;
+		if (port.rx_stamp == DP_RX_STAMP_NIC) {
+			lc->rx_clock = &port.clock.pub;
+			lc->rx_stamp_flag = port.rx_stamp_flag;
+			lc->rx_stamp_offset = port.rx_stamp_offset;
+		}
 		rc = dp_lcore_init(lc, dev);
 		if (rc) {
 			fprintf(stderr, "zerohopd: lcore state: %s\n", strerror(-rc));
@@ -770,6 +785,7 @@ int main(int argc, char **argv)
 		.lcores = lcores,
 		.lcore_count = lcore_count,
 		.port_id = port.port_id,
+		.port = &port,
 		.registry = &registry,
 		.config = (const char *const (*)[2])config_kv,
 		.config_count = effective_config(&opt, config_store, config_kv),

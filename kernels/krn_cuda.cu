@@ -36,7 +36,7 @@ static __device__ void serve_claimed(const struct zh_ring *ring, const struct kr
 		uint32_t size = krn_serve_encode(mine, zh_ring_answer(ring, slot), zh_ring_answer_cap(ring), slot, &status);
 
 		slot->ans_size_bytes = size;
-		slot->ans_status = status;
+		slot->ans_status = krn_serve_slot_status(mine, status);
 		slot->model_id = mine->job.model ? mine->job.model->id : ZH_MODEL_ID_NONE;
 		zh_ring_complete(ring, slot, ticket);
 	}

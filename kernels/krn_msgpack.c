@@ -357,6 +357,11 @@ ZH_HD void krn_mp_put_uint(struct krn_mp_writer *w, uint64_t value)
 	}
 }
 
+ZH_HD void krn_mp_put_uint64_wide(struct krn_mp_writer *w, uint64_t value)
+{
+	put_be(w, 0xcf, value, 8);
+}
+
 ZH_HD void krn_mp_put_int(struct krn_mp_writer *w, int64_t value)
 {
 	if (value >= 0) {

@@ -82,6 +82,8 @@ ZH_HD uint32_t krn_mp_writer_size(const struct krn_mp_writer *w, const uint8_t *
 ZH_HD void krn_mp_put_nil(struct krn_mp_writer *w);
 ZH_HD void krn_mp_put_bool(struct krn_mp_writer *w, int value);
 ZH_HD void krn_mp_put_uint(struct krn_mp_writer *w, uint64_t value);
+/* Always the 9-byte form (0xcf and 8 bytes), for a value someone fills in later in place. */
+ZH_HD void krn_mp_put_uint64_wide(struct krn_mp_writer *w, uint64_t value);
 ZH_HD void krn_mp_put_int(struct krn_mp_writer *w, int64_t value);
 ZH_HD void krn_mp_put_float32(struct krn_mp_writer *w, float value);
 ZH_HD void krn_mp_put_float64(struct krn_mp_writer *w, double value);

@@ -269,15 +269,18 @@ ZH_HD void krn_serve_run(struct krn_scratch *scratch, uint32_t thread_idx, uint3
 	}
 }
 
-/* Trace fields appended to an answer: "trace": [rx_tsc, publish_tsc, claim_dclk, done_dclk]. */
+/* Trace fields appended to an answer: "trace": [rx_tsc, publish_tsc, claim_dclk, done_dclk, nic_rx_tsc].
+ * The last is written here as a wide 0 and filled in by the rx lcore (ZH_ANS_F_NIC_RX_TAIL): it must
+ * stay the answer's last bytes. */
 static ZH_HD void put_trace(struct krn_mp_writer *w, const struct zh_slot *slot)
 {
 	krn_mp_put_cstr(w, "trace");
-	krn_mp_put_array(w, 4);
+	krn_mp_put_array(w, 5);
 	krn_mp_put_uint(w, slot->rx_tsc);
 	krn_mp_put_uint(w, slot->publish_tsc);
 	krn_mp_put_uint(w, slot->claim_dclk);
 	krn_mp_put_uint(w, slot->done_dclk);
+	krn_mp_put_uint64_wide(w, 0);
 }
 
 static ZH_HD void put_ids(struct krn_mp_writer *w, const char *key, const uint32_t *ids, uint32_t count)
@@ -375,6 +378,14 @@ ZH_HD uint32_t krn_serve_request(const struct krn_models *models, const uint8_t 
 	return krn_serve_encode(scratch, ans, ans_cap_bytes, slot, status);
 }
 
+ZH_HD uint16_t krn_serve_slot_status(const struct krn_scratch *scratch, uint16_t status)
+{
+	/* An OK answer to a traced request ends with the NIC rx placeholder (put_trace). */
+	if (status == ZH_STATUS_OK && scratch->req.trace)
+		return (uint16_t)(status | ZH_ANS_F_NIC_RX_TAIL);
+	return status;
+}
+
 ZH_HD int krn_loop_step(const struct zh_ring *ring, const struct krn_models *models,
 			struct krn_scratch *scratch)
 {
@@ -391,7 +402,7 @@ ZH_HD int krn_loop_step(const struct zh_ring *ring, const struct krn_models *mod
 					  scratch, slot, &status);
 
 	slot->ans_size_bytes = size;
-	slot->ans_status = status;
+	slot->ans_status = krn_serve_slot_status(scratch, status);
 	slot->model_id = scratch->job.model ? scratch->job.model->id : ZH_MODEL_ID_NONE;
 	zh_ring_complete(ring, slot, ticket);
 	return 1;

@@ -92,6 +92,10 @@ ZH_HD void krn_serve_run(struct krn_scratch *scratch, uint32_t thread_idx, uint3
 ZH_HD uint32_t krn_serve_encode(struct krn_scratch *scratch, uint8_t *ans, uint32_t ans_cap_bytes,
 				struct zh_slot *slot, uint16_t *status);
 
+/* What a consumer stores in slot->ans_status after krn_serve_encode with a slot: the status, with
+ * ZH_ANS_F_NIC_RX_TAIL when the answer ends with the trace's NIC rx placeholder for the reaper. */
+ZH_HD uint16_t krn_serve_slot_status(const struct krn_scratch *scratch, uint16_t status);
+
 /* All three phases on one thread. `slot` may be NULL (tests). */
 ZH_HD uint32_t krn_serve_request(const struct krn_models *models, const uint8_t *req_bytes,
 				 uint32_t req_size_bytes, uint8_t *ans, uint32_t ans_cap_bytes,

@@ -47,7 +47,7 @@ struct zh_slot {
 	uint64_t req_addr;        /* device-visible address of the request payload (msgpack bytes) */
 	uint32_t req_size_bytes;  /* payload length, 1..ZH_REQ_MAX_BYTES, set by the producer */
 	uint32_t ans_size_bytes;  /* answer length, 1..ans_stride_bytes, set by the consumer */
-	uint16_t ans_status;      /* enum zh_status of the answer, set by the consumer for counters */
+	uint16_t ans_status;      /* enum zh_status of the answer | ZH_ANS_F_*, set by the consumer */
 	uint16_t model_id;        /* krn_model.id of the model that answered, ZH_MODEL_ID_NONE if none; consumer */
 	uint32_t producer_idx;    /* which producer (rx lcore) published it, for its reaper */
 	uint64_t rx_tsc;          /* host TSC when the rx lcore received the packet */
@@ -55,6 +55,16 @@ struct zh_slot {
 	uint64_t claim_dclk;      /* device clock at claim (TSC on the cpu device, ns of %globaltimer on CUDA) */
 	uint64_t done_dclk;       /* device clock just before DONE was stored */
 } ZH_ALIGNED(ZH_CACHE_LINE_SIZE);
+
+/*
+ * Flags the consumer ORs into ans_status beside the status. NIC_RX_TAIL: the answer ends with the
+ * trace's last value, the frame's NIC rx time, as a 9-byte msgpack uint64 of 0 that the reaper (the rx
+ * lcore, which alone keeps the frame's NIC stamp: the slot has no room for it) overwrites in place.
+ */
+#define ZH_ANS_STATUS_MASK 0x00ffu
+#define ZH_ANS_F_NIC_RX_TAIL 0x8000u
+#define ZH_ANS_NIC_RX_TAIL_BYTES 9u
+ZH_STATIC_ASSERT(ZH_STATUS_COUNT <= ZH_ANS_STATUS_MASK, "every status fits below the flags");
 
 ZH_STATIC_ASSERT(sizeof(struct zh_slot) == ZH_CACHE_LINE_SIZE, "a slot is one cache line");
 ZH_STATIC_ASSERT(offsetof(struct zh_slot, word) == 0, "the state word leads the slot");

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "dp_lcore.h"
+#include "dp_port.h"
 #include "gpu_device.h"
 #include "mgmt_registry.h"
 
@@ -27,6 +28,7 @@ struct mgmt_params {
 	struct dp_lcore *lcores;
 	uint32_t lcore_count;
 	uint16_t port_id;
+	struct dp_port *port;            /* its rx timestamp clock is sampled each tick; NULL: none */
 	struct mgmt_registry *registry;  /* the models served; the plane publishes changes to dev */
 	/* The effective configuration, "section.key" = value, for the `config` command. */
 	const char *const (*config)[2];

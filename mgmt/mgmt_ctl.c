@@ -168,7 +168,7 @@ static void cmd_status(struct mgmt *m, struct reply *r)
 
 	for (uint32_t i = 0; i < m->p.lcore_count; i++)
 		requests += __atomic_load_n(&m->p.lcores[i].stats.counters[DP_COUNTER_requests], __ATOMIC_RELAXED);
-	msgpack_pack_map(&r->pk, 8);
+	msgpack_pack_map(&r->pk, 9);
 	pack_str(&r->pk, "version");
 	pack_str(&r->pk, ZEROHOP_VERSION);
 	pack_str(&r->pk, "uptime_s");
@@ -191,6 +191,15 @@ static void cmd_status(struct mgmt *m, struct reply *r)
 	msgpack_pack_uint64(&r->pk, requests);
 	pack_str(&r->pk, "in_flight");
 	msgpack_pack_uint32(&r->pk, mgmt_in_flight(m));
+	pack_str(&r->pk, "rx_timestamps");
+	if (m->p.port) {
+		char text[DP_RX_STAMP_TEXT_SIZE];
+
+		dp_port_rx_stamp_text(m->p.port, text);
+		pack_str(&r->pk, text);
+	} else {
+		pack_str(&r->pk, "tsc (port offers none)");
+	}
 }
 
 static void cmd_models(struct mgmt *m, struct reply *r)

@@ -366,6 +366,9 @@ void mgmt_tick(struct mgmt *m)
 	else if (changed)
 		printf("zerohopd: device recovered: heartbeat resumed\n");
 	gpu_device_reclaim(m->p.dev, release_table, NULL);
+	/* The control core keeps the rx lcores' NIC-clock map fresh; the port says when a sample is due. */
+	if (m->p.port)
+		dp_port_clock_tick(m->p.port);
 	/* systemd's watchdog hears from us only while the device loop is alive: a stalled appliance
 	 * is restarted. */
 	if (m->watchdog_us && gpu_device_healthy(m->p.dev) && now - m->last_watchdog_ns >= m->watchdog_us * 500ull) {

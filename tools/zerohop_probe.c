@@ -3,12 +3,17 @@
  * zerohop-probe: where the time of a request goes, stage by stage (docs/PROBE.md).
  *
  * The probe sends requests with "trace": true over a kernel UDP socket and stamps each send and each
- * receive with the TSC. An answer's trace is [rx_tsc, publish_tsc, claim_dclk, done_dclk]
+ * receive with the TSC. An answer's trace is [rx_tsc, publish_tsc, claim_dclk, done_dclk, nic_rx_tsc]
  * (docs/PROTOCOL.md), so one request gives six stamps, on one clock when the probe runs on the
  * appliance's host (it must) and the device is the cpu device:
  *
  *   send -wire + rx poll-> rx_tsc -ring publish-> publish_tsc -device claim-> claim_dclk
  *        -device compute-> done_dclk -done -> tx -> client-> receive
+ *
+ * Where the appliance's port stamps frames (nic_rx_tsc != 0, the NIC's clock mapped to the TSC by the
+ * appliance within a bound `zerohopctl status` states), the first stage splits at that stamp into
+ * "wire" (send -> nic_rx_tsc) and "NIC rx -> rx poll"; --nic-bound-ns adds the bound to those stages'
+ * error bound. A point is split only when every one of its answers carries a stamp.
  *
  * Each stage is the difference of two adjacent stamps, so a request's stages add up to its end-to-end
  * time exactly. In rate mode (open loop) a request's time starts when the schedule said it should leave,
@@ -121,6 +126,8 @@ ZH_STATIC_ASSERT(RX_BUF_BYTES > ZH_ANS_MAX_BYTES, "an oversized datagram shows a
 enum stage {
 	STAGE_SEND_LAG,
 	STAGE_WIRE_RX,
+	STAGE_WIRE,
+	STAGE_NIC_RX_POLL,
 	STAGE_PUBLISH,
 	STAGE_CLAIM,
 	STAGE_COMPUTE,
@@ -137,6 +144,8 @@ static const struct stage_info {
 } STAGES[STAGE_COUNT] = {
 	[STAGE_SEND_LAG] = { "send_lag", "client send lag", "intended send -> send" },
 	[STAGE_WIRE_RX] = { "wire_rx_poll", "wire + rx poll", "send -> rx_tsc" },
+	[STAGE_WIRE] = { "wire", "wire (to NIC rx)", "send -> nic_rx_tsc" },
+	[STAGE_NIC_RX_POLL] = { "nic_rx_poll", "NIC rx -> rx poll", "nic_rx_tsc -> rx_tsc" },
 	[STAGE_PUBLISH] = { "ring_publish", "ring publish", "rx_tsc -> publish_tsc" },
 	[STAGE_CLAIM] = { "device_claim", "device claim", "publish_tsc -> claim_dclk" },
 	[STAGE_COMPUTE] = { "device_compute", "device compute", "claim_dclk -> done_dclk" },
@@ -197,6 +206,8 @@ struct point_result {
 	uint32_t curve_count;
 	double curve_x[CURVE_MAX]; /* 1 / (1 - q) */
 	double curve_us[CURVE_MAX];
+	uint64_t nic_stamped;      /* answers whose trace carries a NIC rx time */
+	int nic_split;             /* every answer did: the first stage is split at the NIC rx time */
 	int clock_suspect;         /* device stamps far from the host's TSC although it was named */
 	int host_suspect;          /* the appliance's host stamps far from this TSC: another host */
 };
@@ -220,7 +231,7 @@ struct probe_rec {
 	uint64_t intended_tsc;
 	uint64_t send_tsc;
 	uint64_t recv_tsc;
-	uint64_t trace[4];
+	uint64_t trace[5];
 	uint8_t state;
 };
 
@@ -258,6 +269,7 @@ struct probe_options {
 	uint16_t port;
 	int device_clock_set;
 	enum dclk_kind device_clock;
+	uint64_t nic_bound_ns;    /* --nic-bound-ns: the appliance's NIC clock map bound; 0: not given */
 	const char *placement_list;
 	uint32_t target_arg_count;
 	const char *target_args[TARGETS_MAX];
@@ -598,6 +610,8 @@ static void usage(FILE *out)
 		"  --spin                busy-poll the socket instead of sleeping in ppoll (costs a core)\n"
 		"  --cpu N               pin the probe to core N\n"
 		"  --device-clock KIND   tsc (the cpu device, default) or ns (CUDA %%globaltimer)\n"
+		"  --nic-bound-ns N      the appliance's NIC rx timestamp bound (`zerohopctl status`), for the\n"
+		"                        stages split at the NIC rx time\n"
 		"  --placement LIST      compare placements (cpu, cuda-host, cuda-gpudirect), one appliance each\n"
 		"  --target NAME=A:P     the appliance serving placement NAME (repeat per placement)\n"
 		"  --json                print the report as JSON instead of tables\n"
@@ -783,7 +797,7 @@ static int resolve_targets(struct probe *p)
 enum {
 	O_ADDR = 256, O_PORT, O_MODE, O_RATES, O_SIZES, O_GAPS, O_COUNT, O_SECONDS, O_MAX_SECONDS, O_INTERVAL,
 	O_TOKENS, O_MODEL, O_OP, O_TIMEOUT, O_WARMUP, O_SPIN, O_CPU, O_DEVICE_CLOCK, O_PLACEMENT, O_TARGET,
-	O_JSON, O_CSV, O_RAW, O_PLOT, O_HELP
+	O_JSON, O_CSV, O_RAW, O_PLOT, O_NIC_BOUND, O_HELP
 };
 
 static const struct option LONGOPTS[] = {
@@ -811,6 +825,7 @@ static const struct option LONGOPTS[] = {
 	{ "csv", required_argument, NULL, O_CSV },
 	{ "raw", required_argument, NULL, O_RAW },
 	{ "plot", required_argument, NULL, O_PLOT },
+	{ "nic-bound-ns", required_argument, NULL, O_NIC_BOUND },
 	{ "help", no_argument, NULL, O_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -835,6 +850,7 @@ static int parse_number_option(int c, const char *arg, struct probe_options *opt
 	case O_TIMEOUT: rc = zh_cli_parse_u64(arg, 1, TIMEOUT_MS_MAX, &v); opt->timeout_ms = (uint32_t)v; return rc;
 	case O_WARMUP: rc = zh_cli_parse_u64(arg, 0, WARMUP_MAX, &v); opt->warmup = (uint32_t)v; return rc;
 	case O_CPU: rc = zh_cli_parse_u64(arg, 0, CPU_SETSIZE - 1, &v); opt->cpu = (int)v; return rc;
+	case O_NIC_BOUND: return zh_cli_parse_u64(arg, 1, 1000000000ull, &opt->nic_bound_ns);
 	}
 	return -EINVAL;
 }
@@ -1015,7 +1031,7 @@ struct answer {
 	int has_status;
 	uint64_t status;
 	int has_trace;
-	uint64_t trace[4];
+	uint64_t trace[5];
 	const uint8_t *error;
 	uint32_t error_len;
 };
@@ -1024,9 +1040,13 @@ static int read_trace(struct krn_mp_reader *r, struct answer *a)
 {
 	struct krn_mp_value v;
 
-	if (krn_mp_read(r, &v) != 0 || v.type != KRN_MP_ARRAY || v.size != 4)
+	/* Four values from appliances before NIC rx timestamps; the fifth (0: none) since. */
+	if (krn_mp_read(r, &v) != 0 || v.type != KRN_MP_ARRAY || (v.size != 4 && v.size != 5))
 		return -EPROTO;
-	for (uint32_t i = 0; i < 4; i++) {
+	uint32_t count = v.size;
+
+	a->trace[4] = 0;
+	for (uint32_t i = 0; i < count; i++) {
 		if (krn_mp_read(r, &v) != 0 || v.type != KRN_MP_UINT)
 			return -EPROTO;
 		a->trace[i] = v.v.u;
@@ -1411,11 +1431,14 @@ static int warm_up(struct probe *p, struct probe_target *t)
 
 /* ---- analysis ---- */
 
-static void stage_rows(int open_loop, enum dclk_kind dclk, uint8_t rows[STAGE_COUNT])
+static void stage_rows(int open_loop, enum dclk_kind dclk, int nic_split, uint8_t rows[STAGE_COUNT])
 {
 	for (uint32_t s = 0; s < STAGE_COUNT; s++)
 		rows[s] = ROW_MEASURED;
 	rows[STAGE_SEND_LAG] = open_loop ? ROW_MEASURED : ROW_OFF;
+	rows[STAGE_WIRE_RX] = nic_split ? ROW_OFF : ROW_MEASURED;
+	rows[STAGE_WIRE] = nic_split ? ROW_MEASURED : ROW_OFF;
+	rows[STAGE_NIC_RX_POLL] = nic_split ? ROW_MEASURED : ROW_OFF;
 	if (dclk == DCLK_TSC) {
 		rows[STAGE_CLAIM_TX] = ROW_OFF;
 	} else {
@@ -1433,9 +1456,12 @@ static double ticks_ns(const struct probe *p, uint64_t from, uint64_t to)
 static void stage_values(const struct probe *p, enum dclk_kind dclk, const struct probe_rec *r, double v[STAGE_COUNT])
 {
 	uint64_t rx = r->trace[0], publish = r->trace[1], claim = r->trace[2], done = r->trace[3];
+	uint64_t nic_rx = r->trace[4];
 
 	v[STAGE_SEND_LAG] = ticks_ns(p, r->intended_tsc, r->send_tsc);
 	v[STAGE_WIRE_RX] = ticks_ns(p, r->send_tsc, rx);
+	v[STAGE_WIRE] = nic_rx ? ticks_ns(p, r->send_tsc, nic_rx) : 0.0;
+	v[STAGE_NIC_RX_POLL] = nic_rx ? ticks_ns(p, nic_rx, rx) : 0.0;
 	v[STAGE_PUBLISH] = ticks_ns(p, rx, publish);
 	v[STAGE_E2E] = ticks_ns(p, r->intended_tsc, r->recv_tsc);
 	if (dclk == DCLK_TSC) {
@@ -1528,8 +1554,9 @@ static void write_raw_point(struct probe *p, const struct probe_target *t, uint3
 		const struct probe_rec *r = &p->recs[seq];
 
 		fprintf(p->raw, "%s,%u,%g,%" PRIu64 ",%s,%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64 ",%" PRIu64
-			",%" PRIu64 ",%" PRIu64 "\n", t->name, point_idx, res->param, seq, rec_state_name(r->state),
-			r->intended_tsc, r->send_tsc, r->trace[0], r->trace[1], r->trace[2], r->trace[3], r->recv_tsc);
+			",%" PRIu64 ",%" PRIu64 ",%" PRIu64 "\n", t->name, point_idx, res->param, seq, rec_state_name(r->state),
+			r->intended_tsc, r->send_tsc, r->trace[0], r->trace[1], r->trace[2], r->trace[3], r->recv_tsc,
+			r->trace[4]);
 	}
 }
 
@@ -1539,7 +1566,11 @@ static void analyse_point(struct probe *p, struct probe_target *t, uint32_t poin
 	struct point_result *res = &t->points[point_idx];
 	uint64_t n = 0, suspect = 0, elsewhere = 0;
 
-	stage_rows(p->opt.mode->open_loop, t->dclk, res->rows);
+	res->nic_stamped = 0;
+	for (uint64_t seq = 0; seq < res->slots; seq++)
+		res->nic_stamped += p->recs[seq].state == REC_OK && p->recs[seq].trace[4] != 0;
+	res->nic_split = res->nic_stamped > 0 && res->nic_stamped == res->answered;
+	stage_rows(p->opt.mode->open_loop, t->dclk, res->nic_split, res->rows);
 	for (uint64_t seq = 0; seq < res->slots; seq++) {
 		const struct probe_rec *rec = &p->recs[seq];
 		double v[STAGE_COUNT];
@@ -1553,9 +1584,14 @@ static void analyse_point(struct probe *p, struct probe_target *t, uint32_t poin
 		elsewhere += fabs(v[STAGE_WIRE_RX]) > CLOCK_SUSPECT_NS;
 		n++;
 	}
-	for (uint32_t s = 0; s < STAGE_COUNT; s++)
+	for (uint32_t s = 0; s < STAGE_COUNT; s++) {
+		/* The NIC stamp is the appliance's map of the NIC clock: its bound adds to the stage's. */
+		double bound_ns = p->clock.cross_bound_ns +
+				  (s == STAGE_WIRE || s == STAGE_NIC_RX_POLL ? (double)p->opt.nic_bound_ns : 0.0);
+
 		if (res->rows[s] == ROW_MEASURED)
-			summarise(p->values[s], n, p->clock.cross_bound_ns, &res->st[s]);
+			summarise(p->values[s], n, bound_ns, &res->st[s]);
+	}
 	build_curve(p->values[STAGE_E2E], n, res);
 	res->clock_suspect = n > 0 && suspect * 2 > n;
 	res->host_suspect = n > 0 && elsewhere * 2 > n;
@@ -1652,8 +1688,27 @@ static void print_header(const struct probe *p)
 			       "(globaltimer, TSC) pair, so device claim and done -> tx -> client are reported "
 			       "together; device compute is in the device's own ns\n", t->name, t->addr_text);
 	}
-	printf("NIC rx timestamp: none: the trace starts at the rx lcore's poll (rx_tsc), so the wire and the "
-	       "rx poll are one stage\n");
+	printf("NIC rx timestamp: taken from the trace's fifth value where the appliance's port stamps frames "
+	       "(each point says whether it did)\n");
+}
+
+/* Whether the point's first stage was split at the NIC rx time, and how well that time is known. */
+static void print_nic_rx(const struct probe *p, const struct point_result *res)
+{
+	if (!res->nic_split) {
+		printf("   NIC rx timestamp: none (%" PRIu64 " of %" PRIu64 " answers had one): the trace starts at "
+		       "the rx lcore's poll (rx_tsc), so the wire and the rx poll are one stage\n", res->nic_stamped,
+		       res->answered);
+		return;
+	}
+	if (p->opt.nic_bound_ns)
+		printf("   NIC rx timestamp: on every answer, the NIC clock mapped to the TSC by the appliance within "
+		       "+-%.3f us (--nic-bound-ns): wire and rx poll are split at it\n",
+		       (double)p->opt.nic_bound_ns / 1e3);
+	else
+		printf("   NIC rx timestamp: on every answer, the NIC clock mapped to the TSC by the appliance; its "
+		       "bound is in `zerohopctl status` (pass --nic-bound-ns to count it here): wire and rx poll "
+		       "are split at it\n");
 }
 
 static void describe_point(const struct probe *p, const struct point_result *res, char *buf, size_t size)
@@ -1743,6 +1798,7 @@ static void print_point(const struct probe *p, const struct probe_target *t, uin
 	for (uint32_t s = 0; s < STAGE_COUNT; s++)
 		print_stage_row(res, s);
 	print_sums(res);
+	print_nic_rx(p, res);
 	print_warnings(p, res);
 }
 
@@ -1954,12 +2010,27 @@ static void json_point(FILE *f, const struct probe *p, const struct probe_target
 	fprintf(f, "]}");
 }
 
+/* Whether any point of any target had its first stage split at the NIC rx time. */
+static int nic_split_any(const struct probe *p)
+{
+	for (uint32_t i = 0; i < p->target_count; i++)
+		for (uint32_t k = 0; k < p->targets[i].point_count; k++)
+			if (p->targets[i].points[k].nic_split)
+				return 1;
+	return 0;
+}
+
 static void print_json(const struct probe *p)
 {
 	FILE *f = stdout;
 
 	fprintf(f, "{\n  \"tool\": \"zerohop-probe\",\n  \"mode\": \"%s\",\n  \"truncated\": %s,\n  "
-		"\"nic_rx_timestamp\": false,\n", p->opt.mode->name, p->truncated ? "true" : "false");
+		"\"nic_rx_timestamp\": %s,\n", p->opt.mode->name, p->truncated ? "true" : "false",
+		nic_split_any(p) ? "true" : "false");
+	if (p->opt.nic_bound_ns)
+		fprintf(f, "  \"nic_bound_ns\": %" PRIu64 ",\n", p->opt.nic_bound_ns);
+	else
+		fprintf(f, "  \"nic_bound_ns\": null,\n");
 	json_clock(f, &p->clock);
 	fprintf(f, "  \"targets\": [\n");
 	for (uint32_t i = 0; i < p->target_count; i++) {
@@ -2207,7 +2278,7 @@ static int set_up(struct probe *p, uint64_t started_ns)
 		if (!p->raw)
 			return -errno;
 		fprintf(p->raw, "placement,point,param,seq,state,intended_tsc,send_tsc,rx_tsc,publish_tsc,claim_dclk,"
-			"done_dclk,recv_tsc\n");
+			"done_dclk,recv_tsc,nic_rx_tsc\n");
 	}
 	for (uint32_t i = 0; i < p->target_count; i++) {
 		int rc = open_socket(&p->targets[i]);

@@ -36,9 +36,11 @@ def test_named_model_and_op(client):
 def test_trace_returns_stage_timestamps(client):
     answer = client.ask({"id": 44, "tokens": [5], "trace": True})
     assert answer["status"] == 0 and answer["tokens"] == [5]
-    rx, publish, claim, done = answer["trace"]
+    rx, publish, claim, done, nic_rx = answer["trace"]
     # On the cpu device every stage is stamped with the same TSC, so the stages are ordered.
     assert 0 < rx <= publish <= claim <= done
+    # af_packet stamps nothing: the NIC rx value says "none".
+    assert nic_rx == 0
 
 
 def test_arp_is_answered_by_the_appliance(net, appliance, client):

@@ -87,7 +87,9 @@ class DevNet:
 class Appliance:
     """zerohopd running in the app namespace, its stdout read line by line in a thread."""
 
-    def __init__(self, build, net, extra_args=(), start_timeout_s=60, lcores="0-1", vdev_extra=""):
+    def __init__(self, build, net, extra_args=(), start_timeout_s=60, lcores="0-1", vdev_extra="", vdev=None):
+        """`vdev` replaces the af_packet port, with {iface} for the app namespace's veth
+        (e.g. "net_pcap0,iface={iface}"); `vdev_extra` is appended to it."""
         self.net = net
         self.build = build
         self.ctl_socket = f"/tmp/zh-test-{net.prefix}-{os.getpid()}-{id(self) & 0xffff:x}.sock"
@@ -95,7 +97,7 @@ class Appliance:
         self.log = []
         cmd = ["ip", "netns", "exec", net.app_ns, f"{ROOT}/{build}/zerohopd",
                "--no-pci", "--no-huge", "-m", "512", "--file-prefix", f"zh-test-{net.prefix}-{os.getpid()}",
-               "--vdev", f"net_af_packet0,iface={net.app_if}{vdev_extra}",
+               "--vdev", (vdev or "net_af_packet0,iface={iface}").format(iface=net.app_if) + vdev_extra,
                *(["--lcores", lcores] if "@" in lcores else ["-l", lcores]),
                "--log-level=lib.eal:warning",
                "--", "--ip", APPLIANCE_IP, "--udp-port", str(UDP_PORT), "--idle", "backoff",

@@ -160,7 +160,7 @@ struct mpc_answer {
 	uint32_t token_count;
 	uint64_t tokens[ZH_TOKENS_MAX];
 	int has_trace;
-	uint64_t trace[4];
+	uint64_t trace[5];
 	uint32_t entries;
 };
 
@@ -205,10 +205,10 @@ static int mpc_answer_value(const msgpack_object_kv *kv, struct mpc_answer *a, u
 		}
 		return 0;
 	default:
-		if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size != 4)
+		if (v->type != MSGPACK_OBJECT_ARRAY || v->via.array.size != 5)
 			return -1;
 		a->has_trace = 1;
-		for (uint32_t i = 0; i < 4; i++)
+		for (uint32_t i = 0; i < 5; i++)
 			a->trace[i] = v->via.array.ptr[i].via.u64;
 		return 0;
 	}
@@ -1528,6 +1528,9 @@ static void test_serve_echo(void)
 	CHECK(a->tokens[0] == 0xffffffffu && a->tokens[ZH_TOKENS_MAX - 1] == 0xffffffffu - (ZH_TOKENS_MAX - 1));
 	CHECK(a->has_trace && a->trace[0] == UINT64_MAX - 3 && a->trace[1] == UINT64_MAX - 2 &&
 	      a->trace[2] == UINT64_MAX - 1 && a->trace[3] == slot.done_dclk && slot.done_dclk != 0);
+	/* The NIC rx value is the rx lcore's to fill in: the device leaves a 9-byte 0 at the very end. */
+	CHECK(a->trace[4] == 0);
+	CHECK(status == ZH_STATUS_OK && krn_serve_slot_status(&env->scratch, status) == (ZH_STATUS_OK | ZH_ANS_F_NIC_RX_TAIL));
 
 	/* No slot: no trace, even when asked. */
 	CHECK(serve(env, &m, ZH_ANS_MAX_BYTES, NULL, &status, a) > 0);

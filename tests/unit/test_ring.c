@@ -820,7 +820,7 @@ struct echo_answer {
 	uint32_t token_count;
 	uint32_t tokens[ZH_TOKENS_MAX];
 	int has_trace;
-	uint64_t trace[4];
+	uint64_t trace[5];
 };
 
 static int read_uint_value(struct krn_mp_reader *r, uint64_t *out)
@@ -865,10 +865,10 @@ static int parse_answer_value(struct krn_mp_reader *r, const struct krn_mp_value
 		return 0;
 	}
 	if (krn_mp_str_eq(key, "trace") && !a->has_trace) {
-		if (krn_mp_read(r, &v) || v.type != KRN_MP_ARRAY || v.size != 4)
+		if (krn_mp_read(r, &v) || v.type != KRN_MP_ARRAY || v.size != 5)
 			return -1;
 		a->has_trace = 1;
-		for (uint32_t i = 0; i < 4; i++)
+		for (uint32_t i = 0; i < 5; i++)
 			if (read_uint_value(r, &a->trace[i]))
 				return -1;
 		return 0;
@@ -983,7 +983,9 @@ static void check_step_answer(const struct zh_ring *ring, const struct zh_slot *
 	if (!parsed)
 		return;
 	CHECK_U64(a.status, sr->expect_status);
-	CHECK_U64(slot->ans_status, sr->expect_status);
+	CHECK_U64(slot->ans_status & ZH_ANS_STATUS_MASK, sr->expect_status);
+	/* A traced OK answer ends with the NIC rx placeholder, and the slot says so to the reaper. */
+	CHECK(((slot->ans_status & ZH_ANS_F_NIC_RX_TAIL) != 0) == (sr->trace && sr->expect_status == ZH_STATUS_OK));
 	/* A request cut short lost its id; the error answer says so with a nil id. */
 	CHECK(a.has_id == !sr->truncate);
 	if (a.has_id)
@@ -1003,6 +1005,9 @@ static void check_step_answer(const struct zh_ring *ring, const struct zh_slot *
 	CHECK_U64(a.trace[2], slot->claim_dclk);
 	CHECK_U64(a.trace[3], slot->done_dclk);
 	CHECK(a.trace[2] != 0 && a.trace[2] <= a.trace[3]);
+	CHECK_U64(a.trace[4], 0);
+	const uint8_t *tail = zh_ring_answer(ring, slot) + slot->ans_size_bytes - ZH_ANS_NIC_RX_TAIL_BYTES;
+	CHECK(tail[0] == 0xcf);
 }
 
 static void test_loop_step(void)
