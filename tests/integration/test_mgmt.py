@@ -457,6 +457,12 @@ def test_ctl_status(mg):
     assert isinstance(st["version"], str) and st["version"]
     assert st["draining"] is False and st["healthy"] is True
     assert st["models"] == 2 and isinstance(st["requests"], int) and isinstance(st["uptime_s"], (int, float))
+    # The cpu device's clock is the TSC: the identity map, nothing to calibrate.
+    clock = st["device_clock"]
+    assert clock["kind"] == "tsc" and clock["calibrated"] is False and clock["samples"] == 0, clock
+    assert clock["rate_tsc"] == clock["rate_dclk"] == 1 and clock["tsc_hz"] > 1e8, clock
+    assert any(line.startswith("device_clock") and "tsc" in line for line in human.stdout.splitlines()), human.stdout
+    assert "device clock map" in human.stdout and "  bound_ns" in human.stdout, human.stdout
 
 
 def test_ctl_models(mg):
