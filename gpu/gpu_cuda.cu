@@ -355,7 +355,8 @@ static int clock_initial(struct gpu_cuda *c, char *why, size_t why_size)
 			 cudaGetErrorString((cudaError_t)err), err);
 		return -EIO;
 	}
-	deadline = now_ns() + CLOCK_KERNEL_TIMEOUT_NS;
+	/* The kernel's own timeout runs from its start; a first launch may wait for its module to load. */
+	deadline = now_ns() + CLOCK_KERNEL_WAIT_MS * 1000000ull;
 	/* Acquire: pairs with the kernel's fence before `done`; step and backwards are then there. */
 	while (!__atomic_load_n(&mb->done, __ATOMIC_ACQUIRE) && now_ns() < deadline) {
 		struct timespec ts = { 0, 10000 };
@@ -368,8 +369,8 @@ static int clock_initial(struct gpu_cuda *c, char *why, size_t why_size)
 			fprintf(stderr, "gpu_cuda: device clock: the calibration kernel answered no bracket (%s)\n",
 				strerror(-rc));
 	} else {
-		fprintf(stderr, "gpu_cuda: device clock: the calibration kernel did not start within %llu ms\n",
-			CLOCK_KERNEL_TIMEOUT_NS / 1000000ull);
+		fprintf(stderr, "gpu_cuda: device clock: the calibration kernel did not start within %u ms\n",
+			CLOCK_KERNEL_WAIT_MS);
 	}
 	if (stream_wait(c, CLOCK_KERNEL_WAIT_MS) != 0) {
 		snprintf(why, why_size, "the clock calibration kernel did not end within %u ms", CLOCK_KERNEL_WAIT_MS);
