@@ -99,8 +99,10 @@ static __global__ void persistent_loop(struct zh_ring ring, const struct krn_mod
 			serve_claimed(&ring, models, mine, slot, ticket);
 		if (threadIdx.x == 0) {
 			if (cmd == CMD_IDLE) {
-				/* Clock requests are answered on idle polls only, so they cost a request
-				 * nothing; the control core retries when the kernel is busy. */
+				/* Clock requests are answered on idle polls only: a request never waits
+				 * behind an answer, at worst behind one read of the mailbox (a PCIe round
+				 * trip) when it lands during one. A busy block 0 answers nothing; the
+				 * control core gives up after a few ms and tries again a second later. */
 				if (blockIdx.x == 0)
 					clk_seen = clock_answer(clk, clk_seen);
 				zh_cpu_relax();
