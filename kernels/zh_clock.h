@@ -189,7 +189,8 @@ static inline uint64_t zh_clock_to_tsc(const struct zh_clock_map *m, uint64_t dc
  * Calibrate: up to `tries` brackets from sample() (which stamps t0, reads the device clock, stamps t1;
  * 0, or -errno when the device did not answer in time), the tightest folded into the map. A failed
  * bracket ends the calibration: a device that did not answer once will not answer the next quicker.
- * Returns 0, or the first bracket's error with the map marked stale when none succeeded.
+ * Returns 0, or -errno with the map marked stale: the first bracket's error when none succeeded,
+ * -EINVAL for a pair that went back in time.
  */
 static inline int zh_clock_calibrate(int (*sample)(void *arg, uint64_t *t0_tsc, uint64_t *dclk, uint64_t *t1_tsc),
 				     void *arg, uint32_t tries, uint64_t step_ns, struct zh_clock_map *m)
@@ -216,7 +217,11 @@ static inline int zh_clock_calibrate(int (*sample)(void *arg, uint64_t *t0_tsc, 
 		return rc ? rc : -EINVAL;
 	}
 	struct zh_clock_pair p = zh_clock_bracket(best_t0, best_t1, best_dclk, step_ns, m->tsc_hz);
-	return zh_clock_map_add(m, &p, step_ns, zh_clock_ticks_to_ns(best_t1 - best_t0, m->tsc_hz));
+	rc = zh_clock_map_add(m, &p, step_ns, zh_clock_ticks_to_ns(best_t1 - best_t0, m->tsc_hz));
+	/* A pair that went back in time (a device clock reset) is refused: the old map is all there is. */
+	if (rc)
+		m->stale = 1;
+	return rc;
 }
 
 /* The device clock's drift from nominal in ppm (positive: it runs slow against the TSC). */

@@ -174,6 +174,14 @@ static void test_calibrate_keeps_the_tightest(void)
 	CHECK(m.stale);
 	CHECK_U64(m.dclk_ref, 14000000);
 	CHECK(zh_clock_map_usable(&m));
+
+	/* A device clock that went back (a reset) is refused, and the map is stale too. */
+	static const uint64_t one[] = { 100 };
+	struct script reset = { one, 1, 0 };
+	m.stale = 0;
+	CHECK(zh_clock_calibrate(script_sample, &reset, 1, 0, &m) == -EINVAL);
+	CHECK(m.stale);
+	CHECK_U64(m.sample_count, 1);
 }
 
 static int monotonic_sample(void *arg, uint64_t *t0, uint64_t *dclk, uint64_t *t1)
