@@ -249,7 +249,9 @@ def test_refusals_and_bounds(build):
         result = subprocess.run([exe, *args], capture_output=True, text=True, timeout=10)
         assert result.returncode == 2 and "refused" in result.stderr, (args, result.stderr)
     for args in (["--count", "0"], ["--max-seconds", "99999"], ["--mode", "rate"], ["--sizes", "1"],
-                 ["--placement", "cpu,cuda-host"]):
+                 ["--placement", "cpu,cuda-host"], ["--ctl-socket", ""], ["--ctl-socket", "/tmp/" + "x" * 120],
+                 ["--ctl-socket", "/tmp/zh.sock", "--target", "cpu=198.18.0.1:9000"],
+                 ["--target", "cpu=198.18.0.1:9000,ctl="]):
         result = subprocess.run([exe, *args], capture_output=True, text=True, timeout=10)
         assert result.returncode == 2, (args, result.stderr)
     # Nobody answers on the loopback's discard port: --max-seconds still ends the run on time, and a
@@ -299,6 +301,13 @@ def test_calibrated_ns_device_clock_through_the_ctl_socket(net, build, monkeypat
                 csv_path = tmp_path / "uncalibrated.csv"
                 plain = probe(net, build, "--count", "200", "--cpu", PROBE_CORE, "--device-clock", "ns",
                               "--csv", str(csv_path), *PROBE_BOUNDS)
+                # A placement's control socket, given with its target.
+                placed = probe_json(net, build, "--placement", "cuda-host", "--count", "200", "--cpu", PROBE_CORE,
+                                    "--target", f"cuda-host={APPLIANCE_IP}:{UDP_PORT},ctl={app.ctl_socket}",
+                                    *PROBE_BOUNDS)
+                placed_target = placed["targets"][0]
+                assert placed_target["device_calibrated"] and placed_target["device_clock_map"], placed_target
+                assert all(st["calibrated"] for st in placed_target["points"][0]["stages"].values()), placed_target
         target = report["targets"][0]
         assert target["device_clock"] == "ns" and target["device_calibrated"], target
         clock_map = target["device_clock_map"]
