@@ -109,7 +109,7 @@ static const struct ctl_command commands[] = {
 	  "Show the appliance's state: version, uptime, device, whether it is draining and healthy, the\n"
 	  "number of models and of requests served, and the device clock with its calibration to the\n"
 	  "host TSC (kind, reference pair, rate, error bound, age). Prints one aligned `key  value` line\n"
-	  "each, then the device clock's map.\n" },
+	  "each, then a calibrated (ns) device clock's map.\n" },
 	{ "models", "", "the models being served",
 	  { NULL, NULL }, 0, 0, CTL_TIMEOUT_MS_DEFAULT, print_models,
 	  "List the models being served, one row each: name, architecture, whether it is the default,\n"
@@ -371,7 +371,7 @@ static char *clock_summary(const msgpack_object *clock)
 	return text;
 }
 
-/* The state as `key  value` lines; the device clock as one line there, then its map in full. */
+/* The state as `key  value` lines; the device clock as one line there, then an ns clock's map in full. */
 static void print_status(const msgpack_object *result, char *const *args)
 {
 	const msgpack_object *clock = map_get(result, "device_clock");
@@ -391,6 +391,10 @@ static void print_status(const msgpack_object *result, char *const *args)
 	}
 	table_print(&t, "");
 	table_free(&t);
+	/* A TSC device clock is the identity: its map says nothing the summary did not. */
+	const msgpack_object *kind = map_get(clock, "kind");
+	if (kind && kind->type == MSGPACK_OBJECT_STR && kind->via.str.size == 3 && memcmp(kind->via.str.ptr, "tsc", 3) == 0)
+		return;
 	printf("device clock map (claim/done stamps to the host TSC, docs/MGMT.md):\n");
 	print_key_values(clock, "  ");
 }

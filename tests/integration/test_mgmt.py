@@ -462,7 +462,7 @@ def test_ctl_status(mg):
     assert clock["kind"] == "tsc" and clock["calibrated"] is False and clock["samples"] == 0, clock
     assert clock["rate_tsc"] == clock["rate_dclk"] == 1 and clock["tsc_hz"] > 1e8, clock
     assert any(line.startswith("device_clock") and "tsc" in line for line in human.stdout.splitlines()), human.stdout
-    assert "device clock map" in human.stdout and "  bound_ns" in human.stdout, human.stdout
+    assert "device clock map" not in human.stdout, "a TSC clock has no map to show: " + human.stdout
 
 
 def test_ctl_models(mg):

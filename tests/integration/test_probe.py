@@ -294,6 +294,9 @@ def test_calibrated_ns_device_clock_through_the_ctl_socket(net, build, monkeypat
             assert status.returncode == 0, status.stderr
             clock = json.loads(status.stdout)["device_clock"]
             assert clock["kind"] == "ns" and clock["calibrated"] and clock["samples"] >= 1, clock
+            human = subprocess.run([f"{ROOT}/{build}/zerohopctl", "--socket", app.ctl_socket, "status"],
+                                   capture_output=True, text=True, timeout=10)
+            assert "ns: calibrated, +-" in human.stdout and "  bound_ns" in human.stdout, human.stdout
             report = probe_json(net, build, "--count", str(COUNT), "--cpu", PROBE_CORE, "--raw", str(raw),
                                 "--ctl-socket", app.ctl_socket, *PROBE_BOUNDS)
             if delay_us == 0:
