@@ -12,7 +12,8 @@
  *
  * The rate (TSC ticks per device tick) is an exact ratio of two integer spans: nominal (the measured
  * TSC frequency over 1 GHz) until two pairs at least ZH_CLOCK_RATE_SPAN_NS_MIN apart give it, with an
- * error of the two pairs' bounds over the span. A stamp d maps to
+ * error of the two pairs' bounds over the span (re-measured every ZH_CLOCK_RATE_SPAN_NS_MAX). A stamp
+ * d maps to
  *     tsc(d) = tsc_ref + (d - dclk_ref) * rate_tsc / rate_dclk
  * within bound_ns + |d - dclk_ref| * rate_bound_ppb / 10^9.
  */
@@ -35,6 +36,10 @@ enum zh_clock_kind {
 #define ZH_CLOCK_RATE_NOMINAL_PPB 100000u /* 100 ppm */
 /* Two pairs closer than this leave the rate nominal: their bounds would swamp the span. */
 #define ZH_CLOCK_RATE_SPAN_NS_MIN 500000000ull
+/* Once the rate's span reaches this, the anchor moves to the newest pair: the rate is re-measured over
+ * each such window, so that a rate that wanders (oscillators age and warm) is not averaged over hours
+ * behind a bound that only counts the pairs' errors. The last rate holds until the next window's. */
+#define ZH_CLOCK_RATE_SPAN_NS_MAX 60000000000ull
 
 /* One calibration bracket, as the host saw it. */
 struct zh_clock_pair {
@@ -58,7 +63,7 @@ struct zh_clock_map {
 	uint64_t rate_bound_ppb;  /* the rate's error, parts per 10^9 */
 	uint64_t step_ns;         /* the device clock's step (resolution) seen during calibration */
 	uint64_t rtt_ns;          /* the latest pair's round trip (t1 - t0) */
-	uint64_t first_dclk;      /* the first pair: the rate's anchor */
+	uint64_t first_dclk;      /* the rate's anchor: the first pair of its window */
 	uint64_t first_tsc;
 	uint64_t first_bound_ns;
 };
@@ -152,6 +157,11 @@ static inline int zh_clock_map_add(struct zh_clock_map *m, const struct zh_clock
 		m->rate_bound_ppb = (uint64_t)(((unsigned __int128)(p->bound_ns + m->first_bound_ns) * 1000000000u +
 						span_ns - 1) / span_ns);
 		m->rate_measured = 1;
+		if (span_ns >= ZH_CLOCK_RATE_SPAN_NS_MAX) {
+			m->first_dclk = p->dclk;
+			m->first_tsc = p->tsc;
+			m->first_bound_ns = p->bound_ns;
+		}
 	}
 	m->kind = ZH_CLOCK_NS;
 	m->dclk_ref = p->dclk;

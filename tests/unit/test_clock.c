@@ -109,10 +109,25 @@ static void test_two_pairs_give_the_rate(void)
 	CHECK_U64(bound, 600);
 	CHECK_U64(zh_clock_to_tsc(&m, 2000000000ull, &bound), 15000060000ull - 3000030000ull);
 	CHECK_U64(bound, 600 + 500);
+	/* 60 s after the anchor: the rate over that window, and the anchor moves to the new pair ... */
+	struct zh_clock_pair late = { .dclk = 61000000000ull, .tsc = 9000000000ull + 180000000000ull, .bound_ns = 600 };
+	CHECK(zh_clock_map_add(&m, &late, 0, 0) == 0);
+	CHECK_U64(m.rate_tsc, 180000000000ull);
+	CHECK_U64(m.rate_dclk, 60000000000ull);
+	CHECK_U64(m.rate_bound_ppb, 17); /* 1000 ns over 60 s, rounded up */
+	CHECK_U64(m.first_dclk, late.dclk);
+	/* ... and a pair 0.1 s later keeps that rate until the new window is long enough. */
+	struct zh_clock_pair next = { .dclk = late.dclk + 100000000, .tsc = late.tsc + 300000000, .bound_ns = 500 };
+	CHECK(zh_clock_map_add(&m, &next, 0, 0) == 0);
+	CHECK(m.rate_measured);
+	CHECK_U64(m.rate_dclk, 60000000000ull);
+	CHECK_U64(m.dclk_ref, next.dclk);
+	CHECK_U64(m.sample_count, 5);
+
 	/* A pair before the anchor on either clock is refused and changes nothing. */
 	struct zh_clock_pair back = { .dclk = 10, .tsc = 20000000000ull, .bound_ns = 1 };
 	CHECK(zh_clock_map_add(&m, &back, 0, 0) == -EINVAL);
-	CHECK_U64(m.sample_count, 3);
+	CHECK_U64(m.sample_count, 5);
 }
 
 static void test_identity(void)
