@@ -82,7 +82,10 @@ int dp_lcore_init(struct dp_lcore *lc, struct gpu_device *dev)
 			lc->shinfo[i].fcb_opaque = lc;
 		}
 	}
-	lc->device_clock_is_tsc = gpu_device_kind(dev) == GPU_KIND_CPU;
+	struct zh_clock_map clock;
+	/* The device's own clock, not its kind: a cpu device under ZH_TEST_DCLK_NS stamps in ns. */
+	(void)gpu_device_clock_map(dev, &clock);
+	lc->device_clock_is_tsc = clock.kind == ZH_CLOCK_TSC;
 	lc->ns_per_tsc_q32 = (uint64_t)(((unsigned __int128)1000000000ull << 32) / rte_get_tsc_hz());
 	memset(&lc->answers, 0, sizeof(lc->answers));
 	if (gpu_device_is_inline(dev)) {

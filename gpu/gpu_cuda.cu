@@ -23,6 +23,18 @@
  * external memory is registered in these pages and the allocation aligned to one. */
 #define GPU_PAGE_SIZE (64u * 1024u)
 
+/*
+ * Device clock calibration: brackets per calibration (the tightest wins), how long the host waits for
+ * one answer, and how long the calibration kernel may live. An answer through mapped pinned memory
+ * takes a few microseconds; a persistent kernel busy with a long request answers no sooner than it
+ * goes idle, and then the refresh gives up and the map is stale until the next one.
+ */
+#define CLOCK_TRIES 64u
+#define CLOCK_ANSWER_TIMEOUT_NS 2000000ull
+#define CLOCK_POLLS_MAX 10000000u
+#define CLOCK_KERNEL_TIMEOUT_NS 500000000ull
+#define CLOCK_KERNEL_WAIT_MS 2000u
+
 struct region {
 	uintptr_t host_base;
 	uint64_t dev_base;
@@ -48,6 +60,12 @@ struct gpu_cuda {
 	uint32_t *stop_dev;
 	uint64_t *heartbeat_host;
 	uint64_t *heartbeat_dev;
+	/* Mapped pinned host memory: the clock mailbox (krn_cuda.h). */
+	struct krn_clk_mailbox *clk_host;
+	struct krn_clk_mailbox *clk_dev;
+	uint64_t clk_seq;               /* the host's last request */
+	uint64_t clk_backwards;         /* what the calibration kernel saw */
+	struct zh_clock_map clock;
 	/* Watchdog state, host only. */
 	uint64_t *heartbeat_seen;       /* [block_count] last value seen */
 	uint64_t *heartbeat_change_ns;  /* [block_count] host time it last changed */
@@ -347,6 +365,13 @@ extern "C" int gpu_cuda_open(const struct gpu_cuda_params *params, struct gpu_cu
 	memset(c->heartbeat_host, 0, params->block_count * sizeof(uint64_t));
 	CUDA_TRY(cudaHostGetDevicePointer((void **)&c->heartbeat_dev, c->heartbeat_host, 0), fail);
 	*c->stop_host = 0;
+	CUDA_TRY(cudaHostAlloc((void **)&c->clk_host, sizeof(*c->clk_host), cudaHostAllocMapped | cudaHostAllocPortable), fail);
+	memset(c->clk_host, 0, sizeof(*c->clk_host));
+	CUDA_TRY(cudaHostGetDevicePointer((void **)&c->clk_dev, c->clk_host, 0), fail);
+	zh_clock_map_identity(&c->clock, params->tsc_hz ? params->tsc_hz : zh_clock_measure_tsc_hz(10000000ull));
+	/* Not calibrated yet: an ns clock with no pair. */
+	c->clock.kind = ZH_CLOCK_NS;
+	c->clock.rate_measured = 0;
 
 	/* Both views of one ring: the producer ticket is the host's (the GPU never produces), the
 	 * consumer ticket lives in GPU memory where the blocks contend for it. */
@@ -372,18 +397,125 @@ fail:
 	return rc ? rc : -EIO;
 }
 
+/*
+ * One bracket through the mailbox: TSC, a new request, the device's answer, TSC. The poll is bounded
+ * in time and in count, so a stalled kernel costs the caller CLOCK_ANSWER_TIMEOUT_NS at most.
+ */
+static int clock_sample(void *arg, uint64_t *t0_tsc, uint64_t *dclk, uint64_t *t1_tsc)
+{
+	struct gpu_cuda *c = (struct gpu_cuda *)arg;
+	struct krn_clk_mailbox *mb = c->clk_host;
+	uint64_t seq = ++c->clk_seq;
+	uint64_t deadline = now_ns() + CLOCK_ANSWER_TIMEOUT_NS;
+	uint32_t polls = 0;
+
+	*t0_tsc = zh_clock_tsc_fenced();
+	/* Relaxed: the request carries no data; the device only needs to see the number change. */
+	__atomic_store_n(&mb->req_seq, seq, __ATOMIC_RELAXED);
+	/* Acquire: pairs with the device's __threadfence_system() between ans_dclk and ans_seq. */
+	while (__atomic_load_n(&mb->ans_seq, __ATOMIC_ACQUIRE) != seq) {
+		if (++polls >= CLOCK_POLLS_MAX || ((polls & 255u) == 0 && now_ns() > deadline))
+			return -ETIMEDOUT;
+	}
+	*t1_tsc = zh_clock_tsc_fenced();
+	*dclk = __atomic_load_n(&mb->ans_dclk, __ATOMIC_RELAXED);
+	return 0;
+}
+
+/* Wait for the stream's work (the calibration kernel) to end, bounded: 0, or -ETIMEDOUT. */
+static int stream_wait(struct gpu_cuda *c, uint32_t timeout_ms)
+{
+	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000ull;
+
+	while (cudaStreamQuery(c->stream) == cudaErrorNotReady) {
+		if (now_ns() > deadline)
+			return -ETIMEDOUT;
+		struct timespec ts = { 0, 100000 };
+		nanosleep(&ts, NULL);
+	}
+	return 0;
+}
+
+/*
+ * The first calibration, before the persistent kernel: the calibration kernel measures the step of
+ * %globaltimer, then answers the brackets. A kernel that never says it is ready, or answers nothing,
+ * leaves the map uncalibrated; only a launch error or a kernel that does not end is fatal.
+ */
+static int clock_initial(struct gpu_cuda *c, char *why, size_t why_size)
+{
+	struct krn_clk_mailbox *mb = c->clk_host;
+	uint64_t deadline;
+	int err, rc;
+
+	__atomic_store_n(&mb->done, 0, __ATOMIC_RELAXED);
+	err = krn_cuda_launch_clock(c->clk_dev, CLOCK_TRIES, CLOCK_KERNEL_TIMEOUT_NS, c->stream);
+	if (err != cudaSuccess) {
+		snprintf(why, why_size, "launch of the clock calibration kernel: %s (%d)",
+			 cudaGetErrorString((cudaError_t)err), err);
+		return -EIO;
+	}
+	/* The kernel's own timeout runs from its start; a first launch may wait for its module to load. */
+	deadline = now_ns() + CLOCK_KERNEL_WAIT_MS * 1000000ull;
+	/* Acquire: pairs with the kernel's fence before `done`; step and backwards are then there. */
+	while (!__atomic_load_n(&mb->done, __ATOMIC_ACQUIRE) && now_ns() < deadline) {
+		struct timespec ts = { 0, 10000 };
+		nanosleep(&ts, NULL);
+	}
+	if (__atomic_load_n(&mb->done, __ATOMIC_ACQUIRE)) {
+		c->clk_backwards = mb->backwards;
+		rc = zh_clock_calibrate(clock_sample, c, CLOCK_TRIES, mb->step_ns, &c->clock);
+		if (rc)
+			fprintf(stderr, "gpu_cuda: device clock: the calibration kernel answered no bracket (%s)\n",
+				strerror(-rc));
+	} else {
+		fprintf(stderr, "gpu_cuda: device clock: the calibration kernel did not start within %u ms\n",
+			CLOCK_KERNEL_WAIT_MS);
+	}
+	if (stream_wait(c, CLOCK_KERNEL_WAIT_MS) != 0) {
+		snprintf(why, why_size, "the clock calibration kernel did not end within %u ms", CLOCK_KERNEL_WAIT_MS);
+		return -ETIMEDOUT;
+	}
+	err = (int)cudaGetLastError();
+	if (err != cudaSuccess) {
+		snprintf(why, why_size, "the clock calibration kernel: %s (%d)", cudaGetErrorString((cudaError_t)err), err);
+		return -EIO;
+	}
+	return 0;
+}
+
+extern "C" int gpu_cuda_clock_refresh(struct gpu_cuda *c)
+{
+	if (!c->launched)
+		return -ESRCH;
+	return zh_clock_calibrate(clock_sample, c, CLOCK_TRIES, c->clock.step_ns, &c->clock);
+}
+
+extern "C" void gpu_cuda_clock_map(const struct gpu_cuda *c, struct zh_clock_map *out)
+{
+	*out = c->clock;
+}
+
+extern "C" uint64_t gpu_cuda_clock_backwards(const struct gpu_cuda *c)
+{
+	return c->clk_backwards;
+}
+
 extern "C" int gpu_cuda_start(struct gpu_cuda *c, char *why, size_t why_size)
 {
-	uint64_t t = now_ns();
+	uint64_t t;
 	int rc = 0;
 	int err;
 
 	CUDA_TRY(cudaSetDevice(c->params.device_idx), out);
+	rc = clock_initial(c, why, why_size);
+	if (rc)
+		return rc;
+	t = now_ns();
 	for (uint32_t i = 0; i < c->params.block_count; i++)
 		c->heartbeat_change_ns[i] = t;
 	*(volatile uint32_t *)c->stop_host = 0;
 	err = krn_cuda_launch_loop(c->dev_view, c->models_dev, c->scratch_dev, c->stop_dev, c->heartbeat_dev,
-				   c->params.block_count, c->params.thread_count, c->stream);
+				   c->clk_dev, c->params.block_count, c->params.thread_count, c->stream);
 	if (err != cudaSuccess) {
 		snprintf(why, why_size, "launch of the persistent kernel: %s (%d)",
 			 cudaGetErrorString((cudaError_t)err), err);
@@ -434,6 +566,8 @@ extern "C" void gpu_cuda_close(struct gpu_cuda *c)
 		cudaFreeHost(c->stop_host);
 	if (c->heartbeat_host)
 		cudaFreeHost(c->heartbeat_host);
+	if (c->clk_host)
+		cudaFreeHost(c->clk_host);
 	cudaFree(c->cons_ticket_dev);
 	cudaFree(c->models_dev);
 	cudaFree(c->scratch_dev);

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "zh_clock.h"
 #include "zh_ring.h"
 #include "krn_serve.h"
 
@@ -45,6 +46,7 @@ struct gpu_cuda_params {
 	const float *model_arenas[KRN_MODELS_MAX];  /* copied to GPU memory; NULL for echo */
 	uint64_t model_arena_floats[KRN_MODELS_MAX];
 	uint64_t model_state_floats;                /* run state (KV cache) per block */
+	uint64_t tsc_hz;                /* the host TSC's frequency; 0: measured at open (10 ms) */
 };
 
 /* Allocate and map everything; *host_view receives the host's pointers to the ring. */
@@ -77,6 +79,18 @@ uint64_t gpu_cuda_payload_addr(const struct gpu_cuda *c, const void *host_ptr);
  * by the host at now_ns (CLOCK_MONOTONIC). Call it periodically from one thread.
  */
 uint64_t gpu_cuda_heartbeat_age_ms(struct gpu_cuda *c, uint64_t now_ns);
+
+/*
+ * The device clock's map to the host TSC (kernels/zh_clock.h). gpu_cuda_start calibrates once with a
+ * small kernel before it launches the persistent one; gpu_cuda_clock_refresh calibrates again through
+ * the running kernel (block 0 answers on its idle polls), from one thread, periodically: 0, -ESRCH when
+ * the kernel is not running, -ETIMEDOUT when it did not answer within a few milliseconds (the map is
+ * then marked stale and keeps its last pair).
+ */
+int gpu_cuda_clock_refresh(struct gpu_cuda *c);
+void gpu_cuda_clock_map(const struct gpu_cuda *c, struct zh_clock_map *out);
+/* What the calibration kernel saw of %globaltimer: readings that went back (must be 0). */
+uint64_t gpu_cuda_clock_backwards(const struct gpu_cuda *c);
 
 /*
  * For benchmarks and device tests (make gpu-check): the device-side view of the ring, the device copy

@@ -100,6 +100,24 @@ uint64_t gpu_cuda_heartbeat_age_ms(struct gpu_cuda *c, uint64_t now_ns)
 	return 0;
 }
 
+int gpu_cuda_clock_refresh(struct gpu_cuda *c)
+{
+	(void)c;
+	return -ENOTSUP;
+}
+
+void gpu_cuda_clock_map(const struct gpu_cuda *c, struct zh_clock_map *out)
+{
+	(void)c;
+	memset(out, 0, sizeof(*out));
+}
+
+uint64_t gpu_cuda_clock_backwards(const struct gpu_cuda *c)
+{
+	(void)c;
+	return 0;
+}
+
 void gpu_cuda_get_internals(const struct gpu_cuda *c, struct gpu_cuda_internals *out)
 {
 	(void)c;

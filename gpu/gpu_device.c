@@ -36,6 +36,13 @@
 #define TEST_STALL_ENV "ZH_TEST_STALL_AFTER_REQUESTS"
 /* Test-only knob: every request's compute takes this many more microseconds (cpu workers). */
 #define TEST_DELAY_ENV "ZH_TEST_COMPUTE_DELAY_US"
+/* Test-only knob: cpu workers stamp claim/done with CLOCK_MONOTONIC ns instead of the TSC, and the
+ * device reports a calibrated (ns, TSC) map, so that the CPU tests cover what a CUDA device's
+ * %globaltimer stamps go through (tests/integration/test_probe.py). */
+#define TEST_DCLK_NS_ENV "ZH_TEST_DCLK_NS"
+/* Brackets per calibration of the knob's clock; the tightest wins. */
+#define TEST_CLOCK_TRIES 64u
+#define TSC_HZ_WINDOW_NS 10000000ull
 
 struct gpu_worker {
 	pthread_t thread;
@@ -77,6 +84,10 @@ struct gpu_device {
 	enum gpu_payload_memory payload_memory;
 	struct gpu_payload_region payload; /* external payload memory once allocated (addr != NULL) */
 	void *payload_host_map;           /* host external memory: the mapping to unmap at close */
+	uint64_t tsc_hz;                  /* measured at open against CLOCK_MONOTONIC_RAW */
+	int test_dclk_ns;                 /* the ZH_TEST_DCLK_NS knob is on */
+	struct zh_clock_map clock;        /* cpu device: identity, or the knob's calibrated map */
+	uint64_t clock_refreshed_ns;      /* control core only */
 };
 
 const char *gpu_device_kind_name(enum gpu_kind kind)
@@ -375,19 +386,66 @@ uint64_t gpu_device_model_state_floats(const struct gpu_device *dev)
 	return dev->model_state_floats;
 }
 
-/* TSC ticks per microsecond, measured once against CLOCK_MONOTONIC (for the test knob only). */
-static uint64_t tsc_per_us(void)
+/* The knob's device clock: CLOCK_MONOTONIC, as the brackets below read it. */
+static uint64_t test_dclk_now(void)
 {
-	struct timespec a, b;
-	uint64_t t0, t1;
+	return monotonic_ns();
+}
 
-	clock_gettime(CLOCK_MONOTONIC, &a);
-	t0 = zh_dclk_now();
-	do {
-		clock_gettime(CLOCK_MONOTONIC, &b);
-	} while ((b.tv_sec - a.tv_sec) * 1000000000ll + (b.tv_nsec - a.tv_nsec) < 10000000ll);
-	t1 = zh_dclk_now();
-	return (t1 - t0) / 10000u;
+/* One bracket around the knob's clock: the same (TSC, device clock, TSC) a CUDA device answers. */
+static int test_clock_sample(void *arg, uint64_t *t0_tsc, uint64_t *dclk, uint64_t *t1_tsc)
+{
+	(void)arg;
+	*t0_tsc = zh_clock_tsc_fenced();
+	*dclk = monotonic_ns();
+	*t1_tsc = zh_clock_tsc_fenced();
+	return 0;
+}
+
+/* The smallest step of CLOCK_MONOTONIC between consecutive distinct readings, over 64 changes. */
+static uint64_t monotonic_step_ns(void)
+{
+	uint64_t prev = monotonic_ns(), step = 0;
+	uint32_t changes = 0;
+
+	for (uint32_t i = 0; i < 1000000u && changes < 64u; i++) {
+		uint64_t t = monotonic_ns();
+
+		if (t > prev && (step == 0 || t - prev < step))
+			step = t - prev;
+		changes += t != prev;
+		prev = t;
+	}
+	return step;
+}
+
+static int test_clock_calibrate(struct gpu_device *dev)
+{
+	return zh_clock_calibrate(test_clock_sample, NULL, TEST_CLOCK_TRIES, dev->clock.step_ns ? dev->clock.step_ns :
+				  monotonic_step_ns(), &dev->clock);
+}
+
+int gpu_device_clock_map(const struct gpu_device *dev, struct zh_clock_map *out)
+{
+	if (dev->cuda)
+		gpu_cuda_clock_map(dev->cuda, out);
+	else
+		*out = dev->clock;
+	return zh_clock_map_usable(out) ? 0 : -EAGAIN;
+}
+
+int gpu_device_clock_refresh(struct gpu_device *dev, uint64_t now_ns)
+{
+	int rc = 0;
+
+	if (now_ns - dev->clock_refreshed_ns < GPU_CLOCK_REFRESH_MS * 1000000ull)
+		return 0;
+	dev->clock_refreshed_ns = now_ns;
+	if (dev->cuda)
+		rc = gpu_cuda_clock_refresh(dev->cuda);
+	else if (dev->test_dclk_ns)
+		rc = test_clock_calibrate(dev);
+	return rc;
 }
 
 static int is_power_of_two(uint32_t v)
@@ -473,6 +531,7 @@ static int cuda_open(struct gpu_device *dev, const struct gpu_config *cfg, char 
 		.thread_count = CUDA_THREADS,
 		.models = &cfg->models,
 		.model_state_floats = cfg->model_state_floats,
+		.tsc_hz = dev->tsc_hz,
 	};
 
 	for (uint32_t i = 0; i < KRN_MODELS_MAX; i++) {
@@ -534,10 +593,26 @@ int gpu_device_open(const struct gpu_config *cfg, struct gpu_device **out, char 
 	const char *stall = getenv(TEST_STALL_ENV);
 	if (stall)
 		dev->test_stall_after = strtoull(stall, NULL, 10);
+	dev->tsc_hz = zh_clock_measure_tsc_hz(TSC_HZ_WINDOW_NS);
+	zh_clock_map_identity(&dev->clock, dev->tsc_hz);
+	const char *dclk_ns = getenv(TEST_DCLK_NS_ENV);
+	dev->test_dclk_ns = dclk_ns && strcmp(dclk_ns, "1") == 0;
+	if (dev->test_dclk_ns && (dev->kind != GPU_KIND_CPU || cfg->worker_count == 0)) {
+		/* Inline consumers are the rx lcores' own scratch, which this knob does not reach. */
+		snprintf(why, GPU_WHY_SIZE, "%s is for the cpu device with --workers >= 1", TEST_DCLK_NS_ENV);
+		rc = -EINVAL;
+		goto fail;
+	}
 	const char *delay = getenv(TEST_DELAY_ENV);
 	uint64_t delay_dclk = 0;
 	if (delay)
-		delay_dclk = strtoull(delay, NULL, 10) * tsc_per_us();
+		delay_dclk = strtoull(delay, NULL, 10) * (dev->test_dclk_ns ? 1000u : dev->tsc_hz / 1000000u);
+	if (dev->test_dclk_ns) {
+		rc = test_clock_calibrate(dev);
+		if (rc)
+			goto fail;
+		dev->clock_refreshed_ns = monotonic_ns();
+	}
 	if (dev->kind != GPU_KIND_CPU) {
 		/* The CUDA kinds have no cpu workers: the persistent kernel is the device loop. */
 		rc = cuda_open(dev, cfg, why);
@@ -559,6 +634,7 @@ int gpu_device_open(const struct gpu_config *cfg, struct gpu_device **out, char 
 		w->core = cfg->worker_cores[i];
 		w->consumer_idx = (uint32_t)gpu_device_add_consumer(dev);
 		w->scratch.test_delay_dclk = delay_dclk;
+		w->scratch.test_dclk_now = dev->test_dclk_ns ? test_dclk_now : NULL;
 		if (cfg->model_state_floats == 0)
 			continue;
 		/* Each worker serves one request at a time with a KV cache of its own. */

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "zh_clock.h"
 #include "zh_ring.h"
 #include "krn_serve.h"
 
@@ -108,6 +109,18 @@ int gpu_device_flush_payload_writes(struct gpu_device *dev);
 uint64_t gpu_device_watchdog(struct gpu_device *dev, int *changed);
 /* 1 while the device loop is alive; read once per burst by rx lcores. */
 int gpu_device_healthy(const struct gpu_device *dev);
+
+/*
+ * The device clock (claim_dclk, done_dclk) and its map to the host TSC (kernels/zh_clock.h). The cpu
+ * device's clock is the TSC: kind ZH_CLOCK_TSC, the identity (the offset between cores is the probe's
+ * to bound). A CUDA device's is %globaltimer: kind ZH_CLOCK_NS, calibrated at start and refreshed by
+ * gpu_device_clock_refresh, which the control core calls every tick (it calibrates at most every
+ * GPU_CLOCK_REFRESH_MS). Returns 0; -EAGAIN when the map has no pair yet (out still says the kind).
+ */
+#define GPU_CLOCK_REFRESH_MS 1000u
+int gpu_device_clock_map(const struct gpu_device *dev, struct zh_clock_map *out);
+/* 0, or -errno of a calibration that failed (the map is then marked stale). */
+int gpu_device_clock_refresh(struct gpu_device *dev, uint64_t now_ns);
 
 /* "cpu", "cuda-host" or "cuda-gpudirect": what `auto` resolved to. */
 const char *gpu_device_kind_name(enum gpu_kind kind);

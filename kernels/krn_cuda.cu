@@ -43,16 +43,43 @@ static __device__ void serve_claimed(const struct zh_ring *ring, const struct kr
 }
 
 /*
+ * Answer the clock mailbox if the host left a new request: read %globaltimer, publish it, then the
+ * sequence number. Returns the sequence number answered (or `seen` when there was nothing new).
+ */
+static __device__ uint64_t clock_answer(struct krn_clk_mailbox *clk, uint64_t seen)
+{
+	/* A volatile load reaches host memory every time; the host wrote req_seq last, with nothing
+	 * else to publish, so no acquire is needed. */
+	uint64_t req = *(const volatile uint64_t *)&clk->req_seq;
+
+	if (req == seen)
+		return seen;
+	*(volatile uint64_t *)&clk->ans_dclk = zh_dclk_now();
+	/* System-scope fence: the host, which polls ans_seq, must see ans_dclk first. Without it the
+	 * two stores to host memory may reach it in either order over PCIe. */
+	__threadfence_system();
+	*(volatile uint64_t *)&clk->ans_seq = req;
+	return req;
+}
+
+/*
  * Launched once. Thread 0 of every block claims slots; the block serves each together. Each block
  * beats its heartbeat every poll, so the host can tell a stalled kernel from an idle one.
  */
 static __global__ void persistent_loop(struct zh_ring ring, const struct krn_models *models,
-				       struct krn_scratch *scratch, const uint32_t *stop, uint64_t *heartbeat)
+				       struct krn_scratch *scratch, const uint32_t *stop, uint64_t *heartbeat,
+				       struct krn_clk_mailbox *clk)
 {
 	__shared__ uint32_t cmd;
 	__shared__ struct zh_slot *slot;
 	__shared__ uint64_t ticket;
 	struct krn_scratch *mine = &scratch[blockIdx.x];
+	/* Thread 0 of block 0: the last clock request answered, so that an old one is not answered
+	 * again (the calibration kernel answered the ones before this launch). */
+	uint64_t clk_seen = 0;
+
+	if (blockIdx.x == 0 && threadIdx.x == 0)
+		clk_seen = *(const volatile uint64_t *)&clk->ans_seq;
 
 	for (;;) {
 		if (threadIdx.x == 0) {
@@ -71,13 +98,59 @@ static __global__ void persistent_loop(struct zh_ring ring, const struct krn_mod
 		if (cmd == CMD_SERVE)
 			serve_claimed(&ring, models, mine, slot, ticket);
 		if (threadIdx.x == 0) {
-			if (cmd == CMD_IDLE)
+			if (cmd == CMD_IDLE) {
+				/* Clock requests are answered on idle polls only: a request never waits
+				 * behind an answer, at worst behind one read of the mailbox (a PCIe round
+				 * trip) when it lands during one. A busy block 0 answers nothing; the
+				 * control core gives up after a few ms and tries again a second later. */
+				if (blockIdx.x == 0)
+					clk_seen = clock_answer(clk, clk_seen);
 				zh_cpu_relax();
+			}
 			/* Relaxed: the host only wants to see the value change. */
 			*(volatile uint64_t *)&heartbeat[blockIdx.x] = zh_dclk_now();
 		}
 		/* Nobody rewrites cmd/slot/ticket until every thread has read them. */
 		__syncthreads();
+	}
+}
+
+/*
+ * The calibration kernel (one thread): first the step of %globaltimer, the smallest positive
+ * difference between consecutive distinct readings (it may move in coarse steps, e.g. 1 us on some
+ * parts), and any reading lower than the one before; then the mailbox's requests, each answered as the
+ * persistent kernel answers them. Every loop is bounded by %globaltimer and by a count.
+ */
+#define CLOCK_STEPS 64u
+#define CLOCK_STEP_POLLS_MAX 1000000u
+
+static __global__ void clock_calibrate(struct krn_clk_mailbox *clk, uint32_t tries, uint64_t timeout_ns)
+{
+	uint64_t start = zh_dclk_now();
+	uint64_t prev = start, step = 0, backwards = 0;
+	uint32_t changes = 0;
+
+	for (uint32_t i = 0; i < CLOCK_STEP_POLLS_MAX && changes < CLOCK_STEPS; i++) {
+		uint64_t t = zh_dclk_now();
+
+		if (t < prev)
+			backwards++;
+		else if (t > prev && (step == 0 || t - prev < step))
+			step = t - prev;
+		changes += t != prev;
+		prev = t;
+	}
+	uint64_t seen = *(const volatile uint64_t *)&clk->ans_seq;
+	clk->step_ns = step;
+	clk->backwards = backwards;
+	/* The host waits for `done` before its first request: step and backwards must be there first. */
+	__threadfence_system();
+	*(volatile uint64_t *)&clk->done = 1;
+	for (uint32_t answered = 0; answered < tries && zh_dclk_now() - start < timeout_ns;) {
+		uint64_t now_seen = clock_answer(clk, seen);
+
+		answered += now_seen != seen;
+		seen = now_seen;
 	}
 }
 
@@ -116,10 +189,17 @@ static __global__ void serve_batch(const struct krn_models *models, const uint8_
 
 extern "C" int krn_cuda_launch_loop(struct zh_ring ring, const struct krn_models *models,
 				    struct krn_scratch *scratch, const uint32_t *stop, uint64_t *heartbeat,
-				    uint32_t block_count, uint32_t thread_count, void *stream)
+				    struct krn_clk_mailbox *clk, uint32_t block_count, uint32_t thread_count,
+				    void *stream)
 {
 	persistent_loop<<<block_count, thread_count, 0, (cudaStream_t)stream>>>(ring, models, scratch, stop,
-									     heartbeat);
+									     heartbeat, clk);
+	return (int)cudaGetLastError();
+}
+
+extern "C" int krn_cuda_launch_clock(struct krn_clk_mailbox *clk, uint32_t tries, uint64_t timeout_ns, void *stream)
+{
+	clock_calibrate<<<1, 1, 0, (cudaStream_t)stream>>>(clk, tries, timeout_ns);
 	return (int)cudaGetLastError();
 }
 

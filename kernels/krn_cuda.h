@@ -15,13 +15,39 @@ extern "C" {
 #endif
 
 /*
+ * The clock mailbox, one cache line of mapped pinned host memory, for the device clock calibration
+ * (kernels/zh_clock.h): the host stamps the TSC and writes a new req_seq; the device reads
+ * %globaltimer, writes it to ans_dclk and then, after a system-scope fence, req_seq to ans_seq; the
+ * host sees ans_seq == its req_seq and stamps the TSC again.
+ */
+struct krn_clk_mailbox {
+	uint64_t req_seq;      /* written by the host */
+	uint64_t ans_seq;      /* written by the device, after ans_dclk */
+	uint64_t ans_dclk;     /* %globaltimer when the device saw req_seq */
+	uint64_t step_ns;      /* calibration kernel: the smallest step of %globaltimer it saw (0: none) */
+	uint64_t backwards;    /* calibration kernel: readings lower than the one before (must be 0) */
+	uint64_t done;         /* calibration kernel: 1 once the step is measured and it serves requests */
+	uint64_t pad[2];
+};
+
+ZH_STATIC_ASSERT(sizeof(struct krn_clk_mailbox) == ZH_CACHE_LINE_SIZE, "the mailbox is one cache line");
+
+/*
  * The persistent loop: one launch of `block_count` blocks serves the ring until *stop becomes non-zero.
  * `ring` holds device-side pointers. heartbeat: [block_count] device clock values, in memory the host
- * can read (mapped pinned memory).
+ * can read (mapped pinned memory). clk: the clock mailbox (device address), answered by thread 0 of
+ * block 0 on its idle polls.
  */
 int krn_cuda_launch_loop(struct zh_ring ring, const struct krn_models *models, struct krn_scratch *scratch,
-			 const uint32_t *stop, uint64_t *heartbeat, uint32_t block_count,
-			 uint32_t thread_count, void *stream);
+			 const uint32_t *stop, uint64_t *heartbeat, struct krn_clk_mailbox *clk,
+			 uint32_t block_count, uint32_t thread_count, void *stream);
+
+/*
+ * The calibration kernel, launched before the persistent one: one thread measures the step of
+ * %globaltimer (and that it never goes back), sets clk->done, then answers up to `tries` requests
+ * in the mailbox and exits, or exits after timeout_ns of %globaltimer whatever the host did.
+ */
+int krn_cuda_launch_clock(struct krn_clk_mailbox *clk, uint32_t tries, uint64_t timeout_ns, void *stream);
 
 /* One block, one krn_loop_step: serves at most one READY slot and exits (a launch per request). */
 int krn_cuda_launch_step(struct zh_ring ring, const struct krn_models *models, struct krn_scratch *scratch,

@@ -331,6 +331,18 @@ static ZH_HD void put_results(struct krn_mp_writer *w, const struct krn_scratch 
 		put_trace(w, slot);
 }
 
+/* The device clock, or on the cpu device the test knob's clock (ZH_TEST_DCLK_NS, gpu/gpu_device.c). */
+static ZH_HD uint64_t serve_dclk_now(const struct krn_scratch *scratch)
+{
+#if !defined(__CUDA_ARCH__)
+	if (scratch->test_dclk_now)
+		return scratch->test_dclk_now();
+#else
+	(void)scratch;
+#endif
+	return zh_dclk_now();
+}
+
 ZH_HD uint32_t krn_serve_encode(struct krn_scratch *scratch, uint8_t *ans, uint32_t ans_cap_bytes,
 				struct zh_slot *slot, uint16_t *status)
 {
@@ -342,7 +354,7 @@ ZH_HD uint32_t krn_serve_encode(struct krn_scratch *scratch, uint8_t *ans, uint3
 
 	/* The device's work ends here; what follows is writing the answer. */
 	if (slot)
-		slot->done_dclk = zh_dclk_now();
+		slot->done_dclk = serve_dclk_now(scratch);
 	krn_mp_writer_init(&w, ans, ans_cap_bytes);
 	if (st == ZH_STATUS_OK)
 		put_results(&w, scratch, slot);
@@ -370,9 +382,9 @@ ZH_HD uint32_t krn_serve_request(const struct krn_models *models, const uint8_t 
 	/* Test-only knob (ZH_TEST_COMPUTE_DELAY_US on the cpu device): a known delay inside the compute
 	 * stage, so that a stage-by-stage probe can be shown to put it there and nowhere else. */
 	if (scratch->test_delay_dclk) {
-		uint64_t until = zh_dclk_now() + scratch->test_delay_dclk;
+		uint64_t until = serve_dclk_now(scratch) + scratch->test_delay_dclk;
 
-		while (zh_dclk_now() < until)
+		while (serve_dclk_now(scratch) < until)
 			zh_cpu_relax();
 	}
 	return krn_serve_encode(scratch, ans, ans_cap_bytes, slot, status);
@@ -394,7 +406,7 @@ ZH_HD int krn_loop_step(const struct zh_ring *ring, const struct krn_models *mod
 
 	if (!slot)
 		return 0;
-	slot->claim_dclk = zh_dclk_now();
+	slot->claim_dclk = serve_dclk_now(scratch);
 	uint16_t status = ZH_STATUS_INTERNAL;
 	uint8_t *ans = zh_ring_answer(ring, slot);
 	const uint8_t *req = (const uint8_t *)(uintptr_t)slot->req_addr;

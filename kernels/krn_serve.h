@@ -81,6 +81,8 @@ struct krn_scratch {
 	float *model_state;           /* run state of the models: KV cache and activations */
 	uint64_t model_state_floats;  /* at least the largest krn_*_state_floats of the loaded models */
 	uint64_t test_delay_dclk;     /* test-only: device clock ticks to add to each compute (0: none) */
+	uint64_t (*test_dclk_now)(void); /* test-only, cpu device: the clock claim/done are stamped with
+					  * instead of the TSC (NULL: zh_dclk_now); never called on a GPU */
 };
 
 ZH_HD void krn_serve_prepare(const struct krn_models *models, const uint8_t *req_bytes,

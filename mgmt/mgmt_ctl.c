@@ -162,13 +162,64 @@ static void pack_entry(msgpack_packer *pk, const struct mgmt_registry *reg, uint
 	msgpack_pack_uint32(pk, e->id);
 }
 
+static void pack_u64(msgpack_packer *pk, const char *key, uint64_t v)
+{
+	pack_str(pk, key);
+	msgpack_pack_uint64(pk, v);
+}
+
+static void pack_bool(msgpack_packer *pk, const char *key, int v)
+{
+	pack_str(pk, key);
+	if (v)
+		msgpack_pack_true(pk);
+	else
+		msgpack_pack_false(pk);
+}
+
+/*
+ * The device clock and its map to the host TSC (docs/MGMT.md, "Device clock"): the integers are the
+ * map itself, exactly (zerohop-probe applies them with kernels/zh_clock.h); the doubles are for people.
+ */
+static void pack_device_clock(struct mgmt *m, msgpack_packer *pk)
+{
+	struct zh_clock_map map;
+	int calibrated = gpu_device_clock_map(m->p.dev, &map) == 0 && map.kind == ZH_CLOCK_NS;
+	uint64_t now_tsc = zh_clock_tsc_fenced();
+
+	msgpack_pack_map(pk, 17);
+	pack_str(pk, "kind");
+	pack_str(pk, map.kind == ZH_CLOCK_TSC ? "tsc" : "ns");
+	pack_bool(pk, "calibrated", calibrated);
+	pack_bool(pk, "stale", map.stale);
+	pack_u64(pk, "samples", map.sample_count);
+	pack_u64(pk, "tsc_hz", map.tsc_hz);
+	pack_u64(pk, "dclk_ref", map.dclk_ref);
+	pack_u64(pk, "tsc_ref", map.tsc_ref);
+	pack_u64(pk, "bound_ns", map.bound_ns);
+	pack_u64(pk, "rate_tsc", map.rate_tsc);
+	pack_u64(pk, "rate_dclk", map.rate_dclk);
+	pack_bool(pk, "rate_measured", map.rate_measured);
+	pack_u64(pk, "rate_bound_ppb", map.rate_bound_ppb);
+	pack_str(pk, "drift_ppm");
+	msgpack_pack_double(pk, zh_clock_drift_ppm(&map));
+	pack_u64(pk, "step_ns", map.step_ns);
+	pack_u64(pk, "rtt_ns", map.rtt_ns);
+	pack_str(pk, "age_s");
+	if (calibrated && now_tsc >= map.tsc_ref)
+		msgpack_pack_double(pk, (double)zh_clock_ticks_to_ns(now_tsc - map.tsc_ref, map.tsc_hz) / 1e9);
+	else
+		msgpack_pack_nil(pk);
+	pack_u64(pk, "first_dclk", map.first_dclk);
+}
+
 static void cmd_status(struct mgmt *m, struct reply *r)
 {
 	uint64_t requests = 0;
 
 	for (uint32_t i = 0; i < m->p.lcore_count; i++)
 		requests += __atomic_load_n(&m->p.lcores[i].stats.counters[DP_COUNTER_requests], __ATOMIC_RELAXED);
-	msgpack_pack_map(&r->pk, 9);
+	msgpack_pack_map(&r->pk, 10);
 	pack_str(&r->pk, "version");
 	pack_str(&r->pk, ZEROHOP_VERSION);
 	pack_str(&r->pk, "uptime_s");
@@ -200,6 +251,8 @@ static void cmd_status(struct mgmt *m, struct reply *r)
 	} else {
 		pack_str(&r->pk, "tsc (port offers none)");
 	}
+	pack_str(&r->pk, "device_clock");
+	pack_device_clock(m, &r->pk);
 }
 
 static void cmd_models(struct mgmt *m, struct reply *r)

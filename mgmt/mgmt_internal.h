@@ -93,6 +93,7 @@ struct mgmt {
 	uint64_t refused_connections;
 	uint64_t watchdog_us;       /* systemd's WatchdogSec in us, 0 when not under a watchdog */
 	uint64_t last_watchdog_ns;
+	int clock_failing;          /* the last device clock refresh failed (said once, not every second) */
 };
 
 uint64_t mgmt_now_ns(void);

@@ -369,6 +369,14 @@ void mgmt_tick(struct mgmt *m)
 	/* The control core keeps the rx lcores' NIC-clock map fresh; the port says when a sample is due. */
 	if (m->p.port)
 		dp_port_clock_tick(m->p.port);
+	/* The device clock's map to the TSC is recalibrated every GPU_CLOCK_REFRESH_MS; a device that
+	 * does not answer leaves it stale, which `status` says. -ESRCH: the device loop is not running. */
+	int clock_rc = gpu_device_clock_refresh(m->p.dev, now);
+	if (clock_rc && clock_rc != -ESRCH && !m->clock_failing)
+		printf("zerohopd: device clock: calibration failed (%s): the map is stale\n", strerror(-clock_rc));
+	else if (!clock_rc && m->clock_failing)
+		printf("zerohopd: device clock: calibrated again\n");
+	m->clock_failing = clock_rc && clock_rc != -ESRCH;
 	/* systemd's watchdog hears from us only while the device loop is alive: a stalled appliance
 	 * is restarted. */
 	if (m->watchdog_us && gpu_device_healthy(m->p.dev) && now - m->last_watchdog_ns >= m->watchdog_us * 500ull) {

@@ -20,8 +20,10 @@
  * and a "client send lag" stage comes first. The TSC's rate is calibrated against CLOCK_MONOTONIC, and
  * the offset between cores is bounded by a ping-pong between pinned threads: that bound is the error of
  * a stage whose two stamps were taken on different cores. On a CUDA device claim_dclk and done_dclk are
- * %globaltimer nanoseconds, which the appliance does not yet pair with the TSC: the stages that cross
- * between the clocks are reported as uncalibrated, never guessed.
+ * %globaltimer nanoseconds; given the appliance's control socket, the probe fetches the map the
+ * appliance calibrated (kernels/zh_clock.h), places them on the TSC and adds the map's bound to the
+ * stages that cross between the clocks. Without a map those stages are reported as uncalibrated,
+ * never guessed.
  *
  * Modes: single (one request in flight, paced), rate (open loop at each rate, the knee marked), payload
  * (token counts), idle (one request after each idle gap). Every point is bounded by --count and
@@ -49,9 +51,11 @@
 #include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include "krn_msgpack.h"
+#include "zh_clock.h"
 #include "zh_proto.h"
 #include "zh_cli.h"
 
@@ -78,6 +82,10 @@
 #define RATE_MAX_RPS 1000000.0
 #define POINTS_MAX 32u
 #define TARGETS_MAX 3u
+/* The appliance's control socket (docs/MGMT.md), asked for the device clock's map: the whole exchange
+ * is bounded by CTL_TIMEOUT_MS, a reply by CTL_REPLY_MAX_BYTES. */
+#define CTL_TIMEOUT_MS 2000u
+#define CTL_REPLY_MAX_BYTES 65536u
 /* Larger than any answer (ZH_ANS_MAX_BYTES), so that a datagram that is not one shows as truncated. */
 #define RX_BUF_BYTES 2048u
 /* Socket buffers: room for a burst of an open-loop point. */
@@ -208,6 +216,8 @@ struct point_result {
 	double curve_us[CURVE_MAX];
 	uint64_t nic_stamped;      /* answers whose trace carries a NIC rx time */
 	int nic_split;             /* every answer did: the first stage is split at the NIC rx time */
+	double bound_ns[STAGE_COUNT]; /* each stage's error bound: cross-core, plus the device map's */
+	double map_bound_ns;       /* the device clock map's largest bound over the point's stamps */
 	int clock_suspect;         /* device stamps far from the host's TSC although it was named */
 	int host_suspect;          /* the appliance's host stamps far from this TSC: another host */
 };
@@ -217,6 +227,10 @@ struct probe_target {
 	char addr_text[32];
 	struct sockaddr_in addr;
 	enum dclk_kind dclk;
+	char ctl_path[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* its control socket, "" if none */
+	int map_ok;                /* map holds the appliance's device clock map, fetched after each point */
+	struct zh_clock_map map;
+	char map_why[160];         /* why there is no map, when ctl_path is set */
 	int fd;
 	uint32_t point_count;      /* points measured */
 	struct point_result points[POINTS_MAX];
@@ -270,6 +284,7 @@ struct probe_options {
 	int device_clock_set;
 	enum dclk_kind device_clock;
 	uint64_t nic_bound_ns;    /* --nic-bound-ns: the appliance's NIC clock map bound; 0: not given */
+	const char *ctl_socket;   /* the lone appliance's (or single placement's) control socket */
 	const char *placement_list;
 	uint32_t target_arg_count;
 	const char *target_args[TARGETS_MAX];
@@ -613,7 +628,10 @@ static void usage(FILE *out)
 		"  --nic-bound-ns N      the appliance's NIC rx timestamp bound (`zerohopctl status`), for the\n"
 		"                        stages split at the NIC rx time\n"
 		"  --placement LIST      compare placements (cpu, cuda-host, cuda-gpudirect), one appliance each\n"
-		"  --target NAME=A:P     the appliance serving placement NAME (repeat per placement)\n"
+		"  --target NAME=A:P[,ctl=PATH]  the appliance serving placement NAME (repeat per placement),\n"
+		"                        and its control socket, for its device clock's calibration\n"
+		"  --ctl-socket PATH     the lone appliance's control socket: its device clock's calibration\n"
+		"                        turns CUDA (ns) device stamps into calibrated stages\n"
 		"  --json                print the report as JSON instead of tables\n"
 		"  --csv FILE            one row per (point, stage) with every percentile\n"
 		"  --raw FILE            every request's stamps, one row each\n"
@@ -665,16 +683,32 @@ static const char *placement_named(const char *name)
 }
 
 
-/* "NAME=ADDR:PORT" into a target; the device clock follows from the placement. Returns 0, -EINVAL
- * (malformed, or not a placement) or -EPERM (an address outside the allowed ranges). */
+/* The control socket's path for a target: 0, or -EINVAL when it does not fit a socket address. */
+static int set_ctl_path(struct probe_target *t, const char *path)
+{
+	if (!path[0] || strlen(path) >= sizeof(t->ctl_path))
+		return -EINVAL;
+	strcpy(t->ctl_path, path);
+	return 0;
+}
+
+/* "NAME=ADDR:PORT[,ctl=PATH]" into a target; the device clock follows from the placement (or from the
+ * map the control socket gives). Returns 0, -EINVAL (malformed, or not a placement) or -EPERM (an
+ * address outside the allowed ranges). */
 static int parse_target(const char *text, struct probe_target *t)
 {
-	char buf[96];
+	char buf[96 + sizeof(t->ctl_path)];
 	uint64_t port;
 
 	if (strlen(text) >= sizeof(buf))
 		return -EINVAL;
 	strcpy(buf, text);
+	char *ctl = strstr(buf, ",ctl=");
+	if (ctl) {
+		*ctl = '\0';
+		if (set_ctl_path(t, ctl + 5) != 0)
+			return -EINVAL;
+	}
 	char *eq = strchr(buf, '=');
 	char *colon = strrchr(buf, ':');
 	if (!eq || !colon || colon < eq)
@@ -693,7 +727,7 @@ static int address_error(int rc, const char *what)
 	if (rc == -EPERM)
 		fprintf(stderr, "zerohop-probe: refused: %s is outside 198.18.0.0/15 and 127.0.0.0/8\n", what);
 	else
-		fprintf(stderr, "zerohop-probe: bad address: %s (--target wants PLACEMENT=ADDR:PORT, "
+		fprintf(stderr, "zerohop-probe: bad address: %s (--target wants PLACEMENT=ADDR:PORT[,ctl=PATH], "
 			"PLACEMENT one of cpu, cuda-host, cuda-gpudirect)\n", what);
 	return EXIT_USAGE;
 }
@@ -739,6 +773,8 @@ static int resolve_placements(struct probe *p, const struct probe_target *given,
 				return address_error(rc, opt->addr);
 			t->name = placement_named(name);
 			t->dclk = strcmp(t->name, "cpu") == 0 ? DCLK_TSC : DCLK_NS;
+			if (opt->ctl_socket && set_ctl_path(t, opt->ctl_socket) != 0)
+				return address_error(-EINVAL, opt->ctl_socket);
 		} else {
 			fprintf(stderr, "zerohop-probe: placement %s has no --target %s=ADDR:PORT: this build cannot "
 				"restart the appliance, so run one appliance per placement, each on its own address "
@@ -777,6 +813,11 @@ static int resolve_targets(struct probe *p)
 			"its clock (cpu: tsc, cuda-*: ns)\n");
 		return EXIT_USAGE;
 	}
+	if (opt->ctl_socket && opt->target_arg_count) {
+		fprintf(stderr, "zerohop-probe: --ctl-socket is for a lone appliance; give each --target its own "
+			"(PLACEMENT=ADDR:PORT,ctl=PATH)\n");
+		return EXIT_USAGE;
+	}
 	if (opt->placement_list)
 		return resolve_placements(p, given, opt->target_arg_count);
 	for (uint32_t i = 0; i < opt->target_arg_count; i++)
@@ -789,6 +830,8 @@ static int resolve_targets(struct probe *p)
 			return address_error(rc, opt->addr);
 		t->dclk = opt->device_clock;
 		t->name = t->dclk == DCLK_TSC ? "cpu" : "cuda";
+		if (opt->ctl_socket && set_ctl_path(t, opt->ctl_socket) != 0)
+			return address_error(-EINVAL, opt->ctl_socket);
 	}
 	return 0;
 }
@@ -797,7 +840,7 @@ static int resolve_targets(struct probe *p)
 enum {
 	O_ADDR = 256, O_PORT, O_MODE, O_RATES, O_SIZES, O_GAPS, O_COUNT, O_SECONDS, O_MAX_SECONDS, O_INTERVAL,
 	O_TOKENS, O_MODEL, O_OP, O_TIMEOUT, O_WARMUP, O_SPIN, O_CPU, O_DEVICE_CLOCK, O_PLACEMENT, O_TARGET,
-	O_JSON, O_CSV, O_RAW, O_PLOT, O_NIC_BOUND, O_HELP
+	O_CTL_SOCKET, O_JSON, O_CSV, O_RAW, O_PLOT, O_NIC_BOUND, O_HELP
 };
 
 static const struct option LONGOPTS[] = {
@@ -821,6 +864,7 @@ static const struct option LONGOPTS[] = {
 	{ "device-clock", required_argument, NULL, O_DEVICE_CLOCK },
 	{ "placement", required_argument, NULL, O_PLACEMENT },
 	{ "target", required_argument, NULL, O_TARGET },
+	{ "ctl-socket", required_argument, NULL, O_CTL_SOCKET },
 	{ "json", no_argument, NULL, O_JSON },
 	{ "csv", required_argument, NULL, O_CSV },
 	{ "raw", required_argument, NULL, O_RAW },
@@ -882,6 +926,7 @@ static int parse_text_option(int c, const char *arg, struct probe_options *opt, 
 			return -EINVAL;
 		opt->target_args[opt->target_arg_count++] = arg;
 		return 0;
+	case O_CTL_SOCKET: opt->ctl_socket = arg; return arg[0] ? 0 : -EINVAL;
 	case O_JSON: opt->json = 1; return 0;
 	case O_CSV: opt->csv_path = arg; return 0;
 	case O_RAW: opt->raw_path = arg; return 0;
@@ -962,6 +1007,223 @@ static int parse_args(int argc, char **argv, struct probe_options *opt, int *lea
 		opt->point_seconds = opt->mode->open_loop ? RATE_SECONDS_DEFAULT : CLOSED_SECONDS_DEFAULT;
 	*leave = 0;
 	return EXIT_RUN_OK;
+}
+
+
+/* ---- the device clock's map, from the appliance's control socket ---- */
+
+/* Exactly n bytes from fd before deadline_ns (CLOCK_MONOTONIC): 0, or -errno. */
+static int ctl_read_full(int fd, uint8_t *buf, uint32_t n, uint64_t deadline_ns)
+{
+	uint32_t got = 0;
+
+	while (got < n) {
+		uint64_t now = mono_ns();
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+		if (now >= deadline_ns)
+			return -ETIMEDOUT;
+		int rc = poll(&pfd, 1, (int)((deadline_ns - now) / 1000000u) + 1);
+		if (rc < 0 && errno != EINTR)
+			return -errno;
+		if (rc <= 0)
+			continue; /* the deadline check above ends it */
+		ssize_t r = recv(fd, buf + got, n - got, 0);
+		if (r < 0 && errno != EINTR)
+			return -errno;
+		if (r == 0)
+			return -ECONNRESET;
+		got += r > 0 ? (uint32_t)r : 0;
+	}
+	return 0;
+}
+
+/* One field of the reply's device_clock map into the map; unknown keys are skipped whole. */
+static int read_clock_field(struct krn_mp_reader *rd, const struct krn_mp_value *key, struct zh_clock_map *m,
+			    int *calibrated)
+{
+	static const struct { const char *key; size_t off; } U64S[] = {
+		{ "tsc_hz", offsetof(struct zh_clock_map, tsc_hz) },
+		{ "dclk_ref", offsetof(struct zh_clock_map, dclk_ref) },
+		{ "tsc_ref", offsetof(struct zh_clock_map, tsc_ref) },
+		{ "bound_ns", offsetof(struct zh_clock_map, bound_ns) },
+		{ "rate_tsc", offsetof(struct zh_clock_map, rate_tsc) },
+		{ "rate_dclk", offsetof(struct zh_clock_map, rate_dclk) },
+		{ "rate_bound_ppb", offsetof(struct zh_clock_map, rate_bound_ppb) },
+		{ "step_ns", offsetof(struct zh_clock_map, step_ns) },
+		{ "rtt_ns", offsetof(struct zh_clock_map, rtt_ns) },
+		{ "first_dclk", offsetof(struct zh_clock_map, first_dclk) },
+	};
+	struct krn_mp_value v;
+
+	for (size_t i = 0; i < sizeof(U64S) / sizeof(U64S[0]); i++)
+		if (krn_mp_str_eq(key, U64S[i].key)) {
+			if (krn_mp_read(rd, &v) != KRN_MP_OK || v.type != KRN_MP_UINT)
+				return -EINVAL;
+			memcpy((uint8_t *)m + U64S[i].off, &v.v.u, sizeof(uint64_t));
+			return 0;
+		}
+	if (krn_mp_str_eq(key, "samples")) {
+		if (krn_mp_read(rd, &v) != KRN_MP_OK || v.type != KRN_MP_UINT)
+			return -EINVAL;
+		m->sample_count = v.v.u > UINT32_MAX ? UINT32_MAX : (uint32_t)v.v.u;
+		return 0;
+	}
+	if (krn_mp_str_eq(key, "kind")) {
+		if (krn_mp_read(rd, &v) != KRN_MP_OK || (!krn_mp_str_eq(&v, "tsc") && !krn_mp_str_eq(&v, "ns")))
+			return -EINVAL;
+		m->kind = krn_mp_str_eq(&v, "tsc") ? ZH_CLOCK_TSC : ZH_CLOCK_NS;
+		return 0;
+	}
+	if (krn_mp_str_eq(key, "calibrated") || krn_mp_str_eq(key, "stale") || krn_mp_str_eq(key, "rate_measured")) {
+		if (krn_mp_read(rd, &v) != KRN_MP_OK || v.type != KRN_MP_BOOL)
+			return -EINVAL;
+		if (krn_mp_str_eq(key, "calibrated"))
+			*calibrated = v.v.boolean;
+		else if (krn_mp_str_eq(key, "stale"))
+			m->stale = (uint32_t)v.v.boolean;
+		else
+			m->rate_measured = (uint32_t)v.v.boolean;
+		return 0;
+	}
+	return krn_mp_skip(rd) == KRN_MP_OK ? 0 : -EINVAL;
+}
+
+/* The `status` reply's result.device_clock, read with the bounded reader. 0, -ENOENT (an appliance
+ * without one), or -EINVAL (malformed, or an error status). */
+static int parse_status_reply(const uint8_t *buf, uint32_t len, struct zh_clock_map *m, int *calibrated)
+{
+	struct krn_mp_reader rd;
+	struct krn_mp_value top, key, v;
+	int found = 0;
+
+	krn_mp_reader_init(&rd, buf, len);
+	if (krn_mp_read(&rd, &top) != KRN_MP_OK || top.type != KRN_MP_MAP)
+		return -EINVAL;
+	for (uint32_t i = 0; i < top.size; i++) {
+		if (krn_mp_read(&rd, &key) != KRN_MP_OK || key.type != KRN_MP_STR)
+			return -EINVAL;
+		if (krn_mp_str_eq(&key, "status")) {
+			if (krn_mp_read(&rd, &v) != KRN_MP_OK || v.type != KRN_MP_UINT || v.v.u != 0)
+				return -EINVAL;
+			continue;
+		}
+		if (!krn_mp_str_eq(&key, "result")) {
+			if (krn_mp_skip(&rd) != KRN_MP_OK)
+				return -EINVAL;
+			continue;
+		}
+		struct krn_mp_value result;
+		if (krn_mp_read(&rd, &result) != KRN_MP_OK || result.type != KRN_MP_MAP)
+			return -EINVAL;
+		for (uint32_t k = 0; k < result.size; k++) {
+			if (krn_mp_read(&rd, &key) != KRN_MP_OK || key.type != KRN_MP_STR)
+				return -EINVAL;
+			if (!krn_mp_str_eq(&key, "device_clock")) {
+				if (krn_mp_skip(&rd) != KRN_MP_OK)
+					return -EINVAL;
+				continue;
+			}
+			struct krn_mp_value clock;
+			if (krn_mp_read(&rd, &clock) != KRN_MP_OK || clock.type != KRN_MP_MAP)
+				return -EINVAL;
+			for (uint32_t f = 0; f < clock.size; f++)
+				if (krn_mp_read(&rd, &key) != KRN_MP_OK || key.type != KRN_MP_STR ||
+				    read_clock_field(&rd, &key, m, calibrated) != 0)
+					return -EINVAL;
+			found = 1;
+		}
+	}
+	return found ? 0 : -ENOENT;
+}
+
+/*
+ * Ask the appliance at ctl_path for `status` and take its device clock map. Bounded by
+ * CTL_TIMEOUT_MS. 0 with *m usable, or -errno with the reason in why.
+ */
+static int fetch_clock_map(const char *ctl_path, struct zh_clock_map *m, char *why, size_t why_size)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	uint64_t deadline = mono_ns() + CTL_TIMEOUT_MS * 1000000ull;
+	struct timeval tv = { .tv_sec = CTL_TIMEOUT_MS / 1000, .tv_usec = (CTL_TIMEOUT_MS % 1000) * 1000 };
+	uint8_t req[64], head[4];
+	uint8_t *reply = NULL;
+	struct krn_mp_writer w;
+	int calibrated = 0;
+	int rc = 0;
+	int fd;
+
+	memset(m, 0, sizeof(*m));
+	strcpy(sa.sun_path, ctl_path); /* its length was checked when it was given */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(why, why_size, "socket: %s", strerror(-rc));
+		return rc;
+	}
+	/* Bounds the connect and the send; the reply's reads are bounded by the deadline. */
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		rc = -errno;
+		snprintf(why, why_size, "%s: %s", ctl_path, strerror(-rc));
+		goto out;
+	}
+	krn_mp_writer_init(&w, req + 4, sizeof(req) - 4);
+	krn_mp_put_map(&w, 3);
+	krn_mp_put_cstr(&w, "v");
+	krn_mp_put_uint(&w, 1);
+	krn_mp_put_cstr(&w, "id");
+	krn_mp_put_uint(&w, 1);
+	krn_mp_put_cstr(&w, "cmd");
+	krn_mp_put_cstr(&w, "status");
+	uint32_t n = krn_mp_writer_size(&w, req + 4);
+	req[0] = (uint8_t)(n >> 24);
+	req[1] = (uint8_t)(n >> 16);
+	req[2] = (uint8_t)(n >> 8);
+	req[3] = (uint8_t)n;
+	if (send(fd, req, n + 4, MSG_NOSIGNAL) != (ssize_t)(n + 4)) {
+		rc = -EIO;
+		snprintf(why, why_size, "%s: cannot send the request", ctl_path);
+		goto out;
+	}
+	rc = ctl_read_full(fd, head, 4, deadline);
+	uint32_t len = (uint32_t)head[0] << 24 | (uint32_t)head[1] << 16 | (uint32_t)head[2] << 8 | head[3];
+	if (rc == 0 && (len == 0 || len > CTL_REPLY_MAX_BYTES))
+		rc = -EMSGSIZE;
+	if (rc == 0 && !(reply = malloc(len)))
+		rc = -ENOMEM;
+	if (rc == 0)
+		rc = ctl_read_full(fd, reply, len, deadline);
+	if (rc) {
+		snprintf(why, why_size, "%s: no status reply: %s", ctl_path, strerror(-rc));
+		goto out;
+	}
+	rc = parse_status_reply(reply, len, m, &calibrated);
+	if (rc == -ENOENT)
+		snprintf(why, why_size, "the appliance reports no device clock (an older zerohopd?)");
+	else if (rc)
+		snprintf(why, why_size, "%s: a malformed status reply", ctl_path);
+	else if (m->kind == ZH_CLOCK_NS && (!calibrated || !zh_clock_map_usable(m))) {
+		snprintf(why, why_size, "the appliance's device clock is not calibrated (yet)");
+		rc = -EAGAIN;
+	}
+out:
+	free(reply);
+	close(fd);
+	return rc;
+}
+
+/* Refresh a target's map from its control socket; a kind the map gives overrides the placement's. */
+static void refresh_map(struct probe_target *t)
+{
+	int rc;
+
+	if (!t->ctl_path[0])
+		return;
+	rc = fetch_clock_map(t->ctl_path, &t->map, t->map_why, sizeof(t->map_why));
+	t->map_ok = rc == 0;
+	if (rc == 0 || rc == -EAGAIN)
+		t->dclk = t->map.kind == ZH_CLOCK_TSC ? DCLK_TSC : DCLK_NS;
 }
 
 /* ---- requests and answers ---- */
@@ -1431,7 +1693,9 @@ static int warm_up(struct probe *p, struct probe_target *t)
 
 /* ---- analysis ---- */
 
-static void stage_rows(int open_loop, enum dclk_kind dclk, int nic_split, uint8_t rows[STAGE_COUNT])
+/* nic_split: the first stage is split at the NIC rx time. mapped: ns device stamps placed on the TSC by
+ * the appliance's map: calibrated like TSC stamps. */
+static void stage_rows(int open_loop, enum dclk_kind dclk, int nic_split, int mapped, uint8_t rows[STAGE_COUNT])
 {
 	for (uint32_t s = 0; s < STAGE_COUNT; s++)
 		rows[s] = ROW_MEASURED;
@@ -1439,7 +1703,7 @@ static void stage_rows(int open_loop, enum dclk_kind dclk, int nic_split, uint8_
 	rows[STAGE_WIRE_RX] = nic_split ? ROW_OFF : ROW_MEASURED;
 	rows[STAGE_WIRE] = nic_split ? ROW_MEASURED : ROW_OFF;
 	rows[STAGE_NIC_RX_POLL] = nic_split ? ROW_MEASURED : ROW_OFF;
-	if (dclk == DCLK_TSC) {
+	if (dclk == DCLK_TSC || mapped) {
 		rows[STAGE_CLAIM_TX] = ROW_OFF;
 	} else {
 		rows[STAGE_CLAIM] = ROW_UNCALIBRATED;
@@ -1452,11 +1716,25 @@ static double ticks_ns(const struct probe *p, uint64_t from, uint64_t to)
 	return (double)(int64_t)(to - from) * p->clock.ns_per_tick;
 }
 
-/* One request's stages in ns. Adjacent stages share a stamp, so they add up to the end-to-end time. */
-static void stage_values(const struct probe *p, enum dclk_kind dclk, const struct probe_rec *r, double v[STAGE_COUNT])
+/*
+ * One request's stages in ns. Adjacent stages share a stamp, so they add up to the end-to-end time.
+ * map: for ns device stamps, the appliance's map onto the TSC (NULL: none); *map_bound_ns gets the
+ * larger of its bounds at the two device stamps.
+ */
+static void stage_values(const struct probe *p, enum dclk_kind dclk, const struct zh_clock_map *map,
+			 const struct probe_rec *r, double v[STAGE_COUNT], uint64_t *map_bound_ns)
 {
 	uint64_t rx = r->trace[0], publish = r->trace[1], claim = r->trace[2], done = r->trace[3];
 	uint64_t nic_rx = r->trace[4];
+	uint64_t claim_bound_ns = 0, done_bound_ns = 0;
+
+	if (dclk == DCLK_NS && map) {
+		/* Both device stamps on the TSC: then the stages are TSC differences like the cpu device's. */
+		claim = zh_clock_to_tsc(map, claim, &claim_bound_ns);
+		done = zh_clock_to_tsc(map, done, &done_bound_ns);
+		dclk = DCLK_TSC;
+	}
+	*map_bound_ns = claim_bound_ns > done_bound_ns ? claim_bound_ns : done_bound_ns;
 
 	v[STAGE_SEND_LAG] = ticks_ns(p, r->intended_tsc, r->send_tsc);
 	v[STAGE_WIRE_RX] = ticks_ns(p, r->send_tsc, rx);
@@ -1570,28 +1848,37 @@ static void analyse_point(struct probe *p, struct probe_target *t, uint32_t poin
 	for (uint64_t seq = 0; seq < res->slots; seq++)
 		res->nic_stamped += p->recs[seq].state == REC_OK && p->recs[seq].trace[4] != 0;
 	res->nic_split = res->nic_stamped > 0 && res->nic_stamped == res->answered;
-	stage_rows(p->opt.mode->open_loop, t->dclk, res->nic_split, res->rows);
+		int mapped = t->dclk == DCLK_NS && t->map_ok;
+	uint64_t map_bound_max_ns = 0;
+
+	stage_rows(p->opt.mode->open_loop, t->dclk, res->nic_split, mapped, res->rows);
 	for (uint64_t seq = 0; seq < res->slots; seq++) {
 		const struct probe_rec *rec = &p->recs[seq];
 		double v[STAGE_COUNT];
+		uint64_t map_bound_ns;
 
 		if (rec->state != REC_OK)
 			continue;
-		stage_values(p, t->dclk, rec, v);
+		stage_values(p, t->dclk, mapped ? &t->map : NULL, rec, v, &map_bound_ns);
+		if (map_bound_ns > map_bound_max_ns)
+			map_bound_max_ns = map_bound_ns;
 		for (uint32_t s = 0; s < STAGE_COUNT; s++)
 			p->values[s][n] = v[s];
-		suspect += t->dclk == DCLK_TSC && fabs(v[STAGE_CLAIM]) > CLOCK_SUSPECT_NS;
+		suspect += (t->dclk == DCLK_TSC || mapped) && fabs(v[STAGE_CLAIM]) > CLOCK_SUSPECT_NS;
 		elsewhere += fabs(v[STAGE_WIRE_RX]) > CLOCK_SUSPECT_NS;
 		n++;
 	}
-	for (uint32_t s = 0; s < STAGE_COUNT; s++) {
-		/* The NIC stamp is the appliance's map of the NIC clock: its bound adds to the stage's. */
-		double bound_ns = p->clock.cross_bound_ns +
-				  (s == STAGE_WIRE || s == STAGE_NIC_RX_POLL ? (double)p->opt.nic_bound_ns : 0.0);
-
+	/* The two stages that cross between the device's clock and the TSC carry the map's bound too;
+	 * compute, a difference of two device stamps, loses the map's offset error. */
+	res->map_bound_ns = (double)map_bound_max_ns;
+	for (uint32_t s = 0; s < STAGE_COUNT; s++)
+		res->bound_ns[s] = p->clock.cross_bound_ns +
+				   (s == STAGE_CLAIM || s == STAGE_DONE_TX ? res->map_bound_ns : 0.0) +
+				   /* The NIC stamp is the appliance's map of the NIC clock: its bound adds too. */
+				   (s == STAGE_WIRE || s == STAGE_NIC_RX_POLL ? (double)p->opt.nic_bound_ns : 0.0);
+	for (uint32_t s = 0; s < STAGE_COUNT; s++)
 		if (res->rows[s] == ROW_MEASURED)
-			summarise(p->values[s], n, bound_ns, &res->st[s]);
-	}
+			summarise(p->values[s], n, res->bound_ns[s], &res->st[s]);
 	build_curve(p->values[STAGE_E2E], n, res);
 	res->clock_suspect = n > 0 && suspect * 2 > n;
 	res->host_suspect = n > 0 && elsewhere * 2 > n;
@@ -1680,13 +1967,24 @@ static void print_header(const struct probe *p)
 	for (uint32_t i = 0; i < p->target_count; i++) {
 		const struct probe_target *t = &p->targets[i];
 
+		if (t->ctl_path[0] && !t->map_ok)
+			printf("device clock of %s (%s): no calibration from %s: %s\n", t->name, t->addr_text,
+			       t->ctl_path, t->map_why);
 		if (t->dclk == DCLK_TSC)
 			printf("device clock of %s (%s): the host's TSC (cpu device): device stamps share that bound\n",
 			       t->name, t->addr_text);
+		else if (t->map_ok)
+			printf("device clock of %s (%s): ns, calibrated by the appliance (%s): pair (%" PRIu64 " ns, TSC %"
+			       PRIu64 ") +-%" PRIu64 " ns, rate %s (%+.3f ppm, +-%" PRIu64 " ppb), step %" PRIu64 " ns, %u "
+			       "samples%s; refreshed after each point, its bound added to device claim and done -> tx "
+			       "-> client\n", t->name, t->addr_text, t->ctl_path, t->map.dclk_ref, t->map.tsc_ref,
+			       t->map.bound_ns, t->map.rate_measured ? "measured" : "nominal", zh_clock_drift_ppm(&t->map),
+			       t->map.rate_bound_ppb, t->map.step_ns, t->map.sample_count, t->map.stale ? ", STALE" : "");
 		else
-			printf("device clock of %s (%s): %%globaltimer ns, uncalibrated: the appliance reports no "
-			       "(globaltimer, TSC) pair, so device claim and done -> tx -> client are reported "
-			       "together; device compute is in the device's own ns\n", t->name, t->addr_text);
+			printf("device clock of %s (%s): %%globaltimer ns, uncalibrated: no (globaltimer, TSC) map "
+			       "from the appliance (give its control socket: --ctl-socket, or ,ctl=PATH), so device "
+			       "claim and done -> tx -> client are reported together; device compute is in the device's "
+			       "own ns\n", t->name, t->addr_text);
 	}
 	printf("NIC rx timestamp: taken from the trace's fifth value where the appliance's port stamps frames "
 	       "(each point says whether it did)\n");
@@ -1733,7 +2031,7 @@ static void print_stage_row(const struct point_result *res, uint32_t s)
 	if (res->rows[s] == ROW_OFF)
 		return;
 	if (res->rows[s] == ROW_UNCALIBRATED) {
-		printf("   %-24s uncalibrated: no (globaltimer, TSC) pair from the appliance\n", STAGES[s].label);
+		printf("   %-24s uncalibrated: no (globaltimer, TSC) map from the appliance\n", STAGES[s].label);
 		return;
 	}
 	printf("   %-24s %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f %6.1f%%\n", STAGES[s].label, st->p50_us, st->p90_us,
@@ -1755,13 +2053,15 @@ static void print_sums(const struct point_result *res)
 	       res->st[STAGE_E2E].p50_us);
 }
 
-static void print_warnings(const struct probe *p, const struct point_result *res)
+static void print_warnings(const struct point_result *res)
 {
 	for (uint32_t s = 0; s < STAGE_E2E; s++)
 		if (res->rows[s] == ROW_MEASURED && res->st[s].below_bound)
 			printf("   warning: %s: %" PRIu64 " requests below -%.3f us: stamps out of order beyond the "
-			       "cross-core bound\n", STAGES[s].label, res->st[s].below_bound,
-			       p->clock.cross_bound_ns / 1e3);
+			       "stage's error bound\n", STAGES[s].label, res->st[s].below_bound, res->bound_ns[s] / 1e3);
+	if (res->rows[STAGE_CLAIM] == ROW_MEASURED && res->map_bound_ns > 0.0)
+		printf("   device clock map: +-%.3f us at the point's device stamps, in the bounds of device claim and "
+		       "done -> tx -> client\n", res->map_bound_ns / 1e3);
 	if (res->host_suspect)
 		printf("   warning: the appliance's stamps are not near this host's TSC: the probe must run on the "
 		       "appliance's host, where both share one TSC\n");
@@ -1799,7 +2099,7 @@ static void print_point(const struct probe *p, const struct probe_target *t, uin
 		print_stage_row(res, s);
 	print_sums(res);
 	print_nic_rx(p, res);
-	print_warnings(p, res);
+	print_warnings(res);
 }
 
 /* A table of the points of a multi-point mode: end to end per point, the knee or the cold cost. */
@@ -1968,6 +2268,8 @@ static void json_stage(FILE *f, const struct point_result *res, uint32_t s)
 
 	fprintf(f, "\"%s\": {\"label\": \"%s\", \"span\": \"%s\", \"calibrated\": %s", STAGES[s].key,
 		STAGES[s].label, STAGES[s].span, res->rows[s] == ROW_MEASURED ? "true" : "false");
+	if (res->rows[s] == ROW_MEASURED)
+		fprintf(f, ", \"bound_ns\": %.1f", res->bound_ns[s]);
 	if (res->rows[s] == ROW_MEASURED && st->count)
 		fprintf(f, ", \"count\": %" PRIu64 ", \"p50_us\": %.3f, \"p90_us\": %.3f, \"p99_us\": %.3f, "
 			"\"p999_us\": %.3f, \"max_us\": %.3f, \"min_us\": %.3f, \"mean_us\": %.4f, \"share\": %.5f, "
@@ -2020,6 +2322,25 @@ static int nic_split_any(const struct probe *p)
 	return 0;
 }
 
+/* The device clock map the appliance gave (the last one fetched), or null. */
+static void json_clock_map(FILE *f, const struct probe_target *t)
+{
+	const struct zh_clock_map *m = &t->map;
+
+	fprintf(f, ", \"device_clock_map\": ");
+	if (!t->map_ok) {
+		fprintf(f, "null");
+		return;
+	}
+	fprintf(f, "{\"kind\": \"%s\", \"samples\": %u, \"stale\": %s, \"tsc_hz\": %" PRIu64 ", \"dclk_ref\": %"
+		PRIu64 ", \"tsc_ref\": %" PRIu64 ", \"bound_ns\": %" PRIu64 ", \"rate_tsc\": %" PRIu64
+		", \"rate_dclk\": %" PRIu64 ", \"rate_measured\": %s, \"rate_bound_ppb\": %" PRIu64 ", \"drift_ppm\": "
+		"%.4f, \"step_ns\": %" PRIu64 ", \"rtt_ns\": %" PRIu64 "}", m->kind == ZH_CLOCK_TSC ? "tsc" : "ns",
+		m->sample_count, m->stale ? "true" : "false", m->tsc_hz, m->dclk_ref, m->tsc_ref, m->bound_ns,
+		m->rate_tsc, m->rate_dclk, m->rate_measured ? "true" : "false", m->rate_bound_ppb,
+		zh_clock_drift_ppm(m), m->step_ns, m->rtt_ns);
+}
+
 static void print_json(const struct probe *p)
 {
 	FILE *f = stdout;
@@ -2036,13 +2357,19 @@ static void print_json(const struct probe *p)
 	for (uint32_t i = 0; i < p->target_count; i++) {
 		const struct probe_target *t = &p->targets[i];
 
+		double map_bound_ns = 0.0;
+
+		for (uint32_t k = 0; k < t->point_count; k++)
+			if (t->points[k].map_bound_ns > map_bound_ns)
+				map_bound_ns = t->points[k].map_bound_ns;
 		fprintf(f, "    {\"placement\": \"%s\", \"address\": \"%s\", \"device_clock\": \"%s\", "
 			"\"device_calibrated\": %s, \"device_bound_ns\": ", t->name, t->addr_text,
-			t->dclk == DCLK_TSC ? "tsc" : "ns", t->dclk == DCLK_TSC ? "true" : "false");
-		if (t->dclk == DCLK_TSC)
-			fprintf(f, "%.1f", p->clock.cross_bound_ns);
+			t->dclk == DCLK_TSC ? "tsc" : "ns", t->dclk == DCLK_TSC || t->map_ok ? "true" : "false");
+		if (t->dclk == DCLK_TSC || t->map_ok)
+			fprintf(f, "%.1f", p->clock.cross_bound_ns + map_bound_ns);
 		else
 			fprintf(f, "null");
+		json_clock_map(f, t);
 		fprintf(f, ", \"knee\": ");
 		if (p->opt.mode->open_loop && t->knee >= 0)
 			fprintf(f, "%g", t->points[t->knee].param);
@@ -2285,6 +2612,8 @@ static int set_up(struct probe *p, uint64_t started_ns)
 
 		if (rc)
 			return rc;
+		/* The map says which clock the device stamps with before the header says it. */
+		refresh_map(&p->targets[i]);
 	}
 	return 0;
 }
@@ -2318,6 +2647,8 @@ static int measure(struct probe *p)
 			t->point_count = k + 1;
 			p->truncated |= t->points[k].capped && (strcmp(t->points[k].capped, "run") == 0 ||
 								strcmp(t->points[k].capped, "signal") == 0);
+			/* The freshest map: its bound grows with the distance from its reference pair. */
+			refresh_map(t);
 			analyse_point(p, t, k);
 			if (!p->opt.json)
 				print_point(p, t, k);

@@ -107,7 +107,9 @@ static const struct ctl_command commands[] = {
 	{ "status", "", "the appliance's state",
 	  { NULL, NULL }, 0, 0, CTL_TIMEOUT_MS_DEFAULT, print_status,
 	  "Show the appliance's state: version, uptime, device, whether it is draining and healthy, the\n"
-	  "number of models and of requests served. Prints one aligned `key  value` line each.\n" },
+	  "number of models and of requests served, and the device clock with its calibration to the\n"
+	  "host TSC (kind, reference pair, rate, error bound, age). Prints one aligned `key  value` line\n"
+	  "each, then a calibrated (ns) device clock's map.\n" },
 	{ "models", "", "the models being served",
 	  { NULL, NULL }, 0, 0, CTL_TIMEOUT_MS_DEFAULT, print_models,
 	  "List the models being served, one row each: name, architecture, whether it is the default,\n"
@@ -344,10 +346,57 @@ static void print_key_values(const msgpack_object *map, const char *indent)
 
 /* ---- the commands' printers ---- */
 
+/* The device clock in one line: its kind, and for an ns clock the calibration's bound and age. */
+static char *clock_summary(const msgpack_object *clock)
+{
+	const msgpack_object *kind = map_get(clock, "kind");
+	const msgpack_object *cal = map_get(clock, "calibrated");
+	const msgpack_object *stale = map_get(clock, "stale");
+	char *k = value_text(kind), *b = value_text(map_get(clock, "bound_ns")), *age = value_text(map_get(clock, "age_s"));
+	char *drift = value_text(map_get(clock, "drift_ppm"));
+	char *text;
+
+	if (kind && kind->type == MSGPACK_OBJECT_STR && kind->via.str.size == 3 && memcmp(kind->via.str.ptr, "tsc", 3) == 0)
+		text = xasprintf("tsc: the host's TSC, no mapping needed");
+	else if (cal && cal->type == MSGPACK_OBJECT_BOOLEAN && cal->via.boolean)
+		text = xasprintf("%s: calibrated, +-%s ns, drift %s ppm, age %s s%s", k, b, drift, age,
+				 stale && stale->type == MSGPACK_OBJECT_BOOLEAN && stale->via.boolean ?
+					 " (stale: the last refresh got no answer)" : "");
+	else
+		text = xasprintf("%s: not calibrated", k);
+	free(k);
+	free(b);
+	free(age);
+	free(drift);
+	return text;
+}
+
+/* The state as `key  value` lines; the device clock as one line there, then an ns clock's map in full. */
 static void print_status(const msgpack_object *result, char *const *args)
 {
+	const msgpack_object *clock = map_get(result, "device_clock");
+	struct table t;
+
 	(void)args;
-	print_key_values(result, "");
+	if (!result || result->type != MSGPACK_OBJECT_MAP || !clock || clock->type != MSGPACK_OBJECT_MAP) {
+		print_key_values(result, "");
+		return;
+	}
+	table_init(&t, 2, 0);
+	for (uint32_t i = 0; i < result->via.map.size; i++) {
+		const msgpack_object *val = &result->via.map.ptr[i].val;
+		char *row[2] = { value_text(&result->via.map.ptr[i].key),
+				 val == clock ? clock_summary(clock) : value_text(val) };
+		table_add(&t, row);
+	}
+	table_print(&t, "");
+	table_free(&t);
+	/* A TSC device clock is the identity: its map says nothing the summary did not. */
+	const msgpack_object *kind = map_get(clock, "kind");
+	if (kind && kind->type == MSGPACK_OBJECT_STR && kind->via.str.size == 3 && memcmp(kind->via.str.ptr, "tsc", 3) == 0)
+		return;
+	printf("device clock map (claim/done stamps to the host TSC, docs/MGMT.md):\n");
+	print_key_values(clock, "  ");
 }
 
 static void print_config(const msgpack_object *result, char *const *args)

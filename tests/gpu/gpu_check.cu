@@ -13,6 +13,11 @@
  *   4. the doorbell benchmark: host publishes a request -> the device serves it -> the host sees DONE,
  *      one request in flight, measured three ways in one run: the persistent kernel, one kernel launch
  *      per request, one CUDA graph launch per request. p50/p99/p99.9 over >= 100k round trips.
+ *   4. the device clock calibration (kernels/zh_clock.h): the calibration kernel's pair before the
+ *      persistent kernel starts, then the persistent kernel's 1 s and 2 s later. %globaltimer never went
+ *      back and its step is measured; every bound is under CLOCK_BOUND_NS_MAX; the first pair with the
+ *      nominal rate predicts the second within their bounds, and the rate of the first two predicts
+ *      the third within its bounds.
  *
  * Without a GPU it says so and exits 0: nothing is measured, nothing pretends.
  * Exit: 0 all passed (or no GPU), 1 a check failed, 2 usage.
@@ -47,6 +52,11 @@ extern "C" {
 #define LOAD_PRODUCERS 2u
 #define BENCH_WARMUP 2000u
 #define PAYLOAD_STRIDE 64u
+/* The calibration's bound must stay under this: half a mapped-memory round trip (the doorbell
+ * benchmark's persistent p50 is a couple of microseconds), a TSC tick and half a %globaltimer step (up
+ * to 1 us on some parts) come to about 2 us; 5 us leaves room and still makes the probe's device stages
+ * worth reading. */
+#define CLOCK_BOUND_NS_MAX 5000u
 
 static int failures;
 static FILE *results;
@@ -569,6 +579,91 @@ out:
 	free(payloads);
 }
 
+/* Test 4: the device clock calibration, through the calibration kernel and then the persistent one. */
+static int clock_agrees(const struct zh_clock_map *from, const struct zh_clock_map *to, int64_t *err_ns,
+			uint64_t *bound_ns)
+{
+	uint64_t map_bound_ns;
+	uint64_t predicted = zh_clock_to_tsc(from, to->dclk_ref, &map_bound_ns);
+	int64_t err_ticks = (int64_t)(predicted - to->tsc_ref);
+
+	*err_ns = (int64_t)((double)err_ticks * 1e9 / (double)to->tsc_hz);
+	*bound_ns = map_bound_ns + to->bound_ns;
+	return (uint64_t)(*err_ns < 0 ? -*err_ns : *err_ns) <= *bound_ns;
+}
+
+static void check_clock(void)
+{
+	struct krn_models models = echo_models();
+	struct gpu_cuda_params params;
+	struct gpu_cuda *cuda = NULL;
+	struct zh_clock_map m[3];
+	struct zh_ring ring;
+	struct timespec second = { 1, 0 };
+	char why[256];
+
+	memset(&params, 0, sizeof(params));
+	params.slot_count = 64;
+	params.ans_stride_bytes = ANS_STRIDE;
+	params.block_count = 2;
+	params.thread_count = 32;
+	params.models = &models;
+	if (gpu_cuda_open(&params, &cuda, &ring, why, sizeof(why)) != 0) {
+		CHECK(0, "clock: open: %s", why);
+		return;
+	}
+	CHECK(gpu_cuda_start(cuda, why, sizeof(why)) == 0, "clock: start: %s", why);
+	gpu_cuda_clock_map(cuda, &m[0]);
+	nanosleep(&second, NULL);
+	CHECK(gpu_cuda_clock_refresh(cuda) == 0, "clock: the persistent kernel did not answer (1 s)");
+	gpu_cuda_clock_map(cuda, &m[1]);
+	nanosleep(&second, NULL);
+	CHECK(gpu_cuda_clock_refresh(cuda) == 0, "clock: the persistent kernel did not answer (2 s)");
+	gpu_cuda_clock_map(cuda, &m[2]);
+	CHECK(gpu_cuda_stop(cuda, 2000) == 0, "clock: the persistent kernel did not stop");
+
+	CHECK(m[0].sample_count == 1 && m[1].sample_count == 2 && m[2].sample_count == 3,
+	      "clock: %u, %u, %u samples", m[0].sample_count, m[1].sample_count, m[2].sample_count);
+	CHECK(gpu_cuda_clock_backwards(cuda) == 0, "clock: %%globaltimer went back %llu times",
+	      (unsigned long long)gpu_cuda_clock_backwards(cuda));
+	CHECK(m[0].step_ns > 0, "clock: no %%globaltimer step measured");
+	CHECK(m[0].dclk_ref < m[1].dclk_ref && m[1].dclk_ref < m[2].dclk_ref, "clock: %%globaltimer not monotonic "
+	      "across calibrations");
+	for (int i = 0; i < 3; i++)
+		CHECK(m[i].bound_ns > 0 && m[i].bound_ns < CLOCK_BOUND_NS_MAX, "clock: calibration %d: bound %llu ns "
+		      "(at most %u)", i, (unsigned long long)m[i].bound_ns, CLOCK_BOUND_NS_MAX);
+	CHECK(!m[0].rate_measured && m[1].rate_measured && m[2].rate_measured, "clock: the rate was not measured");
+	int64_t err01, err12;
+	uint64_t bound01, bound12;
+	CHECK(clock_agrees(&m[0], &m[1], &err01, &bound01), "clock: the first pair (nominal rate) misses the "
+	      "second by %lld ns (bound %llu)", (long long)err01, (unsigned long long)bound01);
+	CHECK(clock_agrees(&m[1], &m[2], &err12, &bound12), "clock: the measured rate misses the third pair by "
+	      "%lld ns (bound %llu)", (long long)err12, (unsigned long long)bound12);
+
+	printf("\ndevice clock calibration (%%globaltimer -> host TSC at %.3f MHz), bound limit %u ns\n",
+	       (double)m[0].tsc_hz / 1e6, CLOCK_BOUND_NS_MAX);
+	printf("%-34s %9s %9s %9s %9s\n", "calibration", "bound_ns", "rtt_ns", "step_ns", "samples");
+	static const char *const names[] = { "calibration kernel (t = 0)", "persistent kernel (t = 1 s)",
+					     "persistent kernel (t = 2 s)" };
+	for (int i = 0; i < 3; i++) {
+		printf("%-34s %9llu %9llu %9llu %9u\n", names[i], (unsigned long long)m[i].bound_ns,
+		       (unsigned long long)m[i].rtt_ns, (unsigned long long)m[i].step_ns, m[i].sample_count);
+		fprintf(results, "clock %d bound_ns=%llu rtt_ns=%llu step_ns=%llu dclk_ref=%llu tsc_ref=%llu\n", i,
+			(unsigned long long)m[i].bound_ns, (unsigned long long)m[i].rtt_ns,
+			(unsigned long long)m[i].step_ns, (unsigned long long)m[i].dclk_ref,
+			(unsigned long long)m[i].tsc_ref);
+	}
+	printf("drift %+.3f ppm (+-%llu ppb); t=0 nominal -> t=1 s: %+lld ns (bound %llu); t=1 s rate -> t=2 s: "
+	       "%+lld ns (bound %llu); %%globaltimer went back %llu times\n", zh_clock_drift_ppm(&m[2]),
+	       (unsigned long long)m[2].rate_bound_ppb, (long long)err01, (unsigned long long)bound01,
+	       (long long)err12, (unsigned long long)bound12, (unsigned long long)gpu_cuda_clock_backwards(cuda));
+	fprintf(results, "clock drift_ppm=%.4f rate_bound_ppb=%llu err01_ns=%lld bound01_ns=%llu err12_ns=%lld "
+		"bound12_ns=%llu backwards=%llu\n", zh_clock_drift_ppm(&m[2]), (unsigned long long)m[2].rate_bound_ppb,
+		(long long)err01, (unsigned long long)bound01, (long long)err12, (unsigned long long)bound12,
+		(unsigned long long)gpu_cuda_clock_backwards(cuda));
+	gpu_cuda_close(cuda);
+}
+
 static double percentile(std::vector<double> &v, double q)
 {
 	if (v.empty())
@@ -698,6 +793,7 @@ int main(int argc, char **argv)
 	check_models_on_device();
 	check_ring_under_load();
 	check_gpudirect_payloads();
+	check_clock();
 
 	std::vector<double> rtt[3];
 	for (int m = MODE_PERSISTENT; m <= MODE_GRAPH; m++) {

@@ -461,6 +461,12 @@ def test_ctl_status(mg):
     assert st["models"] == 2 and isinstance(st["requests"], int) and isinstance(st["uptime_s"], (int, float))
     # af_packet offers no rx timestamps: traces start at the rx poll.
     assert st["rx_timestamps"] == "tsc (port offers none)", st
+    # The cpu device's clock is the TSC: the identity map, nothing to calibrate.
+    clock = st["device_clock"]
+    assert clock["kind"] == "tsc" and clock["calibrated"] is False and clock["samples"] == 0, clock
+    assert clock["rate_tsc"] == clock["rate_dclk"] == 1 and clock["tsc_hz"] > 1e8, clock
+    assert any(line.startswith("device_clock") and "tsc" in line for line in human.stdout.splitlines()), human.stdout
+    assert "device clock map" not in human.stdout, "a TSC clock has no map to show: " + human.stdout
 
 
 def test_ctl_models(mg):

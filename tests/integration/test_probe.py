@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: MIT
 """zerohop-probe against the appliance on the dev network (cpu device): every stage is reported, the
 stages add up to the end-to-end time, and a delay added inside the compute stage (the test-only knob
-ZH_TEST_COMPUTE_DELAY_US) shows up in that stage and nowhere else. Also: rate mode marks the knee, the
+ZH_TEST_COMPUTE_DELAY_US) shows up in that stage and nowhere else; the same with the device stamping
+in ns through a calibrated map fetched from the control socket (the test-only knob ZH_TEST_DCLK_NS),
+and uncalibrated rows without that socket. Also: rate mode marks the knee, the
 CSV parses, --plot draws PNGs (or says gnuplot is missing), the other modes and --placement run, and
 addresses outside the allowed ranges are refused."""
 import contextlib
@@ -247,7 +249,9 @@ def test_refusals_and_bounds(build):
         result = subprocess.run([exe, *args], capture_output=True, text=True, timeout=10)
         assert result.returncode == 2 and "refused" in result.stderr, (args, result.stderr)
     for args in (["--count", "0"], ["--max-seconds", "99999"], ["--mode", "rate"], ["--sizes", "1"],
-                 ["--placement", "cpu,cuda-host"]):
+                 ["--placement", "cpu,cuda-host"], ["--ctl-socket", ""], ["--ctl-socket", "/tmp/" + "x" * 120],
+                 ["--ctl-socket", "/tmp/zh.sock", "--target", "cpu=198.18.0.1:9000"],
+                 ["--target", "cpu=198.18.0.1:9000,ctl="]):
         result = subprocess.run([exe, *args], capture_output=True, text=True, timeout=10)
         assert result.returncode == 2, (args, result.stderr)
     # Nobody answers on the loopback's discard port: --max-seconds still ends the run on time, and a
@@ -257,3 +261,107 @@ def test_refusals_and_bounds(build):
                              "--json"], capture_output=True, text=True, timeout=30)
     assert time.monotonic() - started < 5
     assert result.returncode == 1 and json.loads(result.stdout)["truncated"], result.stderr
+
+
+def mapped_stages(row, clock_map):
+    """One request's stages in TSC ticks with its ns device stamps placed on the TSC by the map the
+    probe reported (kernels/zh_clock.h: the reference pair and the exact rate)."""
+    def to_tsc(dclk):
+        dist = abs(dclk - clock_map["dclk_ref"])
+        moved = dist * clock_map["rate_tsc"] // clock_map["rate_dclk"]
+        return clock_map["tsc_ref"] + moved if dclk >= clock_map["dclk_ref"] else clock_map["tsc_ref"] - moved
+    mapped = dict(row, claim_dclk=to_tsc(row["claim_dclk"]), done_dclk=to_tsc(row["done_dclk"]))
+    return raw_stages(mapped)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_calibrated_ns_device_clock_through_the_ctl_socket(net, build, monkeypatch, tmp_path):
+    """The cpu device under ZH_TEST_DCLK_NS stamps claim/done with CLOCK_MONOTONIC ns and reports a
+    calibrated (ns, TSC) map, as a CUDA device does with %globaltimer. With the control socket the probe
+    reports every stage calibrated, they add up, and the compute delay lands in compute only; without
+    it, the crossing stages stay uncalibrated."""
+    monkeypatch.setenv("ZH_TEST_DCLK_NS", "1")
+    reports = {}
+    for delay_us in (0, DELAY_US):
+        if delay_us:
+            monkeypatch.setenv("ZH_TEST_COMPUTE_DELAY_US", str(delay_us))
+        else:
+            monkeypatch.delenv("ZH_TEST_COMPUTE_DELAY_US", raising=False)
+        raw = tmp_path / f"raw-ns-{delay_us}.csv"
+        with running(build, net, ["--workers", "1"]) as app:
+            status = subprocess.run([f"{ROOT}/{build}/zerohopctl", "--socket", app.ctl_socket, "--json", "status"],
+                                    capture_output=True, text=True, timeout=10)
+            assert status.returncode == 0, status.stderr
+            clock = json.loads(status.stdout)["device_clock"]
+            assert clock["kind"] == "ns" and clock["calibrated"] and clock["samples"] >= 1, clock
+            human = subprocess.run([f"{ROOT}/{build}/zerohopctl", "--socket", app.ctl_socket, "status"],
+                                   capture_output=True, text=True, timeout=10)
+            assert "ns: calibrated, +-" in human.stdout and "  bound_ns" in human.stdout, human.stdout
+            report = probe_json(net, build, "--count", str(COUNT), "--cpu", PROBE_CORE, "--raw", str(raw),
+                                "--ctl-socket", app.ctl_socket, *PROBE_BOUNDS)
+            if delay_us == 0:
+                # The same appliance without its control socket: the crossing stages stay uncalibrated.
+                csv_path = tmp_path / "uncalibrated.csv"
+                plain = probe(net, build, "--count", "200", "--cpu", PROBE_CORE, "--device-clock", "ns",
+                              "--csv", str(csv_path), *PROBE_BOUNDS)
+                # A placement's control socket, given with its target.
+                placed = probe_json(net, build, "--placement", "cuda-host", "--count", "200", "--cpu", PROBE_CORE,
+                                    "--target", f"cuda-host={APPLIANCE_IP}:{UDP_PORT},ctl={app.ctl_socket}",
+                                    *PROBE_BOUNDS)
+                placed_target = placed["targets"][0]
+                assert placed_target["device_calibrated"] and placed_target["device_clock_map"], placed_target
+                assert all(st["calibrated"] for st in placed_target["points"][0]["stages"].values()), placed_target
+        target = report["targets"][0]
+        assert target["device_clock"] == "ns" and target["device_calibrated"], target
+        clock_map = target["device_clock_map"]
+        assert clock_map["kind"] == "ns" and clock_map["samples"] >= 1, clock_map
+        # The map's bound: a bracket around clock_gettime is well under 100 us even on a busy VM.
+        assert 0 < clock_map["bound_ns"] < 100000, clock_map
+        point = target["points"][0]
+        assert point["sent"] == COUNT and point["answered"] >= ANSWERED_MIN * COUNT, point
+        stages = point["stages"]
+        assert "claim_and_tx" not in stages, "a calibrated device clock gives the stages one by one"
+        for key in PIPELINE + [END_TO_END]:
+            st = stages[key]
+            assert st["calibrated"] and st["count"] == point["answered"], (key, st)
+        # The crossing stages carry the map's bound on top of the cross-core one.
+        cross = report["clock"]["cross_core_bound_ns"]
+        for key in ("device_claim", "done_tx_client"):
+            assert stages[key]["bound_ns"] > cross, (key, stages[key], cross)
+        assert target["device_bound_ns"] >= cross + clock_map["bound_ns"] - 0.5
+
+        # Per request the stages add up exactly, on the mapped stamps, and stay in order within the
+        # bounds. The map the report gives is the last one fetched, the one the point was analysed with.
+        rows = read_raw(raw)
+        assert len(rows) == point["answered"]
+        tsc_hz = report["clock"]["tsc_hz"]
+        bound_ticks = (cross + target["device_bound_ns"]) * tsc_hz / 1e9 + 1
+        us_per_tick = 1e6 / tsc_hz
+        for row in rows:
+            ticks = mapped_stages(row, clock_map)
+            assert sum(ticks[k] for k in PIPELINE) == ticks[END_TO_END]
+            assert all(ticks[k] >= -bound_ticks for k in PIPELINE), (row, bound_ticks)
+        for key in PIPELINE + [END_TO_END]:
+            values = [mapped_stages(row, clock_map)[key] * us_per_tick for row in rows]
+            assert abs(nearest_rank(values, 0.5) - stages[key]["p50_us"]) < ROUNDING_US, key
+        # Stages sum to the end-to-end time within the rounding of the reported means.
+        mean_sum = sum(stages[k]["mean_us"] for k in PIPELINE)
+        assert abs(mean_sum - stages[END_TO_END]["mean_us"]) < ROUNDING_US
+        reports[delay_us] = stages
+
+    quiet, delayed = reports[0], reports[DELAY_US]
+    moved = {k: delayed[k]["p50_us"] - quiet[k]["p50_us"] for k in PIPELINE}
+    assert DELAY_SEEN_MIN_US <= moved["device_compute"] <= DELAY_SEEN_MAX_US, moved
+    for key in PIPELINE:
+        if key != "device_compute":
+            assert abs(moved[key]) < OTHER_STAGE_MOVE_MAX_US, (key, moved)
+
+    # Without the control socket: printed and CSV rows say uncalibrated.
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    printed = {line.split("uncalibrated")[0].strip() for line in plain.stdout.splitlines()
+               if "uncalibrated:" in line and line.startswith("   ")}
+    assert printed == {"device claim", "done -> tx -> client"}, plain.stdout
+    with open(csv_path, newline="") as f:
+        calibrated = {r["stage"]: r["calibrated"] for r in csv.DictReader(f)}
+    assert calibrated["device_claim"] == calibrated["done_tx_client"] == "0", calibrated
+    assert calibrated["device_compute"] == calibrated["claim_and_tx"] == calibrated[END_TO_END] == "1", calibrated
