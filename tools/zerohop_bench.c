@@ -1251,10 +1251,10 @@ static void print_text(const struct bench_options *opt, const struct bench_resul
 	printf(", wait %s\n", opt->wait == WAIT_SPIN ? "spin" : "block");
 	if (opt->dpdk)
 		printf("  dpdk port %s, from %s, %u source ports; not answers %" PRIu64 ", bad checksum %" PRIu64
-		       ", ARP replies %" PRIu64 ", tx full %" PRIu64 ", mbufs leaked %" PRIu64 "\n", res->port_text,
+		       ", ARP replies %" PRIu64 ", tx full %" PRIu64 ", mbufs unreturned %" PRIu64 "\n", res->port_text,
 		       opt->src_text, opt->port_cfg.src_port_count, res->port_stats.rx_other,
 		       res->port_stats.rx_bad_checksum, res->port_stats.arp_replies, res->port_stats.tx_full,
-		       res->port_stats.mbufs_leaked);
+		       res->port_stats.mbufs_unreturned);
 	printf("  sent %" PRIu64 ", answered %" PRIu64 ", lost %" PRIu64 ", stray %" PRIu64 ", malformed %" PRIu64
 	       "\n", res->c.sent, res->c.answered, res->c.lost, res->c.stray, res->c.malformed);
 	printf("  status:");
@@ -1290,9 +1290,9 @@ static void print_json(const struct bench_options *opt, const struct bench_resul
 	if (opt->dpdk)
 		printf("\"dpdk\": {\"port\": \"%s\", \"src\": \"%s\", \"src_ports\": %u, \"rx_other\": %" PRIu64
 		       ", \"rx_bad_checksum\": %" PRIu64 ", \"arp_replies\": %" PRIu64 ", \"tx_full\": %" PRIu64
-		       ", \"mbufs_leaked\": %" PRIu64 "}, ", res->port_text, opt->src_text, opt->port_cfg.src_port_count,
+		       ", \"mbufs_unreturned\": %" PRIu64 "}, ", res->port_text, opt->src_text, opt->port_cfg.src_port_count,
 		       res->port_stats.rx_other, res->port_stats.rx_bad_checksum, res->port_stats.arp_replies,
-		       res->port_stats.tx_full, res->port_stats.mbufs_leaked);
+		       res->port_stats.tx_full, res->port_stats.mbufs_unreturned);
 	printf("\"duration_s\": %.6f, \"throughput_rps\": %.1f, ", seconds,
 	       seconds > 0 ? (double)res->c.answered / seconds : 0.0);
 	printf("\"latency_us\": {\"min\": %.3f, \"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"p99_9\": %.3f, "
@@ -1616,12 +1616,8 @@ int main(int argc, char **argv)
 		free(threads[i]);
 	}
 	/* Closed before the report, which says how many mbufs the pool got back. */
-	if (port) {
+	if (port)
 		zh_bench_dpdk_close(port, &res.port_stats);
-		if (res.port_stats.mbufs_leaked)
-			fprintf(stderr, "zerohop-bench: dpdk: %" PRIu64 " mbufs did not come back to the pool\n",
-				res.port_stats.mbufs_leaked);
-	}
 	if (!rc) {
 		if (res.error)
 			fprintf(stderr, "zerohop-bench: a thread stopped early: %s\n", strerror(-res.error));

@@ -8,8 +8,8 @@
  * with one ARP exchange and answers ARP requests for its own address.
  *
  * Time is the TSC (rte_rdtsc) converted to nanoseconds with rte_get_tsc_hz(), from the moment the
- * port was opened. Every mbuf the port allocates is freed by the port: sent, rejected by the PMD, or
- * received; zh_bench_dpdk_close() reports any the pool is still missing.
+ * EAL was initialised. Every mbuf the port allocates is handed to the PMD or freed (rejected by the
+ * PMD, or received); zh_bench_dpdk_close() reports any the pool is still missing.
  */
 #ifndef ZH_BENCH_DPDK_H
 #define ZH_BENCH_DPDK_H
@@ -38,7 +38,11 @@ struct zh_bench_dpdk_stats {
 	uint64_t rx_other;          /* frames that were not answers from the destination, nor ARP for us */
 	uint64_t rx_bad_checksum;   /* answers dropped for a wrong IPv4 or UDP checksum */
 	uint64_t arp_replies;       /* ARP requests for our address answered */
-	uint64_t mbufs_leaked;      /* set by zh_bench_dpdk_close(): mbufs missing from the pool */
+	/* Set by zh_bench_dpdk_close(): mbufs missing from the pool once the port is closed. 0 with
+	 * net_af_packet; net_af_xdp (22.11) keeps the mbufs of its fill ring, about the rx ring's size,
+	 * whatever the run's length. The pool holds only the rings plus a few bursts, so a bench that
+	 * lost an mbuf per request would run dry within a few thousand requests. */
+	uint64_t mbufs_unreturned;
 };
 
 /*
