@@ -405,6 +405,13 @@ bench: bench-latency
 bench-latency: $(BUILD)/zerohopd $(LOADGEN_BINS)
 	tests/bench/bench_latency.sh $(BUILD) $(BENCH_LATENCY_ARGS)
 
+# zerohop-bench over kernel sockets against zerohop-bench --dpdk (af_xdp, af_packet), same appliance,
+# same run (tests/bench/bench_loadgen.sh, BENCH_LOADGEN_ARGS passed on).
+.PHONY: bench-loadgen
+bench: bench-loadgen
+bench-loadgen: $(BUILD)/zerohopd $(LOADGEN_BINS)
+	tests/bench/bench_loadgen.sh $(BUILD) $(BENCH_LOADGEN_ARGS)
+
 # --- config file (mgmt/mgmt_config.c) ---
 # mgmt_config.o reads the INI file of `zerohopd --config` with Debian's libinih (docs/MGMT.md,
 # "Configuration file"); docs/config-example.ini shows every key. test_config writes its files into a
