@@ -17,7 +17,8 @@
 # Same request ({"id", "tokens": [1, 2, 3]}), same --outstanding, --count, --batch, warm-up and client
 # core (cpu 0; zerohopd's rx lcore polls cpu 1). Every EAL run has --no-pci and a file prefix of its
 # own, every process is stopped by its PID, every step has a timeout, and no round starts after
-# BENCH_LOADGEN_BUDGET_S (default 120) seconds.
+# BENCH_LOADGEN_BUDGET_S (default 120) seconds. BENCH_LOADGEN_AF_XDP_DEVARGS appends devargs to the
+# af_xdp port (",busy_budget=0" turns the PMD's preferred busy polling off).
 #
 # Prints a markdown table (median of the rounds, min–max) and the ratio of each DPDK port to the kernel
 # mode, and keeps the raw JSON lines and every run's .hgrm in the results directory (default
@@ -61,6 +62,8 @@ port=9000
 net=zlg$$
 server_pid=
 client_cpu=0
+# Extra net_af_xdp devargs, e.g. ",busy_budget=0" (the PMD's default is preferred busy polling, 64).
+af_xdp_devargs=${BENCH_LOADGEN_AF_XDP_DEVARGS:-}
 
 cleanup() {
 	if [ -n "$server_pid" ]; then
@@ -97,9 +100,10 @@ fi
 
 # The one load command; $1 is kernel, af_xdp or af_packet.
 run_bench() {
-	local mode=$1 round=$2 out dpdk=()
+	local mode=$1 round=$2 out dpdk=() devargs=
+	[ "$mode" = af_xdp ] && devargs=$af_xdp_devargs
 	if [ "$mode" != kernel ]; then
-		dpdk=(--dpdk --src "$CLIENT_IP" -- --no-pci --no-huge -m 256 --vdev "net_${mode}0,iface=$CLIENT_IF"
+		dpdk=(--dpdk --src "$CLIENT_IP" -- --no-pci --no-huge -m 256 --vdev "net_${mode}0,iface=$CLIENT_IF$devargs"
 			-l "$client_cpu" --file-prefix "zh-loadgen-$$-$mode-$round" --log-level=lib.eal:warning)
 	fi
 	out=$(timeout 60 ip netns exec "$CLIENT_NS" "$root/$build/zerohop-bench" --addr "$ip_addr" --port "$port" \
