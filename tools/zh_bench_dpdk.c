@@ -3,9 +3,11 @@
  * zh_bench_dpdk.c: see zh_bench_dpdk.h.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <arpa/inet.h>
 
 #include <rte_eal.h>
@@ -315,6 +317,18 @@ static int resolve_dst_mac(struct zh_bench_dpdk *d)
 	return d->resolved ? 0 : -EHOSTUNREACH;
 }
 
+/* rte_eal_cleanup() leaves the EAL's runtime directory behind, one per --file-prefix. With --no-shconf
+ * and --no-telemetry it is empty by now, and rmdir() removes it; otherwise (shared config files, the
+ * telemetry socket, another process of the same prefix) rmdir() fails and leaves it as it is. */
+static void eal_cleanup(void)
+{
+	char dir[PATH_MAX];
+
+	snprintf(dir, sizeof(dir), "%s", rte_eal_get_runtime_dir());
+	rte_eal_cleanup();
+	rmdir(dir);
+}
+
 /* Undo whatever of the port set-up was done; safe on a half-opened port. */
 static void port_teardown(struct zh_bench_dpdk *d)
 {
@@ -460,7 +474,7 @@ fail:
 	port_teardown(d);
 	free(d);
 fail_eal:
-	rte_eal_cleanup();
+	eal_cleanup();
 	return rc;
 }
 
@@ -492,5 +506,5 @@ void zh_bench_dpdk_close(struct zh_bench_dpdk *d, struct zh_bench_dpdk_stats *st
 	port_teardown(d);
 	*stats = d->stats;
 	free(d);
-	rte_eal_cleanup();
+	eal_cleanup();
 }

@@ -84,7 +84,8 @@ int zh_bench_dpdk_receive(struct zh_bench_dpdk *d, uint32_t burst, zh_bench_dpdk
 const char *zh_bench_dpdk_describe(const struct zh_bench_dpdk *d);
 void zh_bench_dpdk_get_stats(const struct zh_bench_dpdk *d, struct zh_bench_dpdk_stats *stats);
 
-/* Stop and close the port, free the pool (counting missing mbufs into *stats), rte_eal_cleanup(). */
+/* Stop and close the port, free the pool (counting missing mbufs into *stats), rte_eal_cleanup() and
+ * remove the runtime directory if it is empty (with --no-shconf --no-telemetry). */
 void zh_bench_dpdk_close(struct zh_bench_dpdk *d, struct zh_bench_dpdk_stats *stats);
 
 #endif /* ZH_BENCH_DPDK_H */

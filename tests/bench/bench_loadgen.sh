@@ -103,7 +103,7 @@ run_bench() {
 	local mode=$1 round=$2 out dpdk=() devargs=
 	[ "$mode" = af_xdp ] && devargs=$af_xdp_devargs
 	if [ "$mode" != kernel ]; then
-		dpdk=(--dpdk --src "$CLIENT_IP" -- --no-pci --no-huge -m 256 --vdev "net_${mode}0,iface=$CLIENT_IF$devargs"
+		dpdk=(--dpdk --src "$CLIENT_IP" -- --no-pci --no-shconf --no-telemetry --no-huge -m 256 --vdev "net_${mode}0,iface=$CLIENT_IF$devargs"
 			-l "$client_cpu" --file-prefix "zh-loadgen-$$-$mode-$round" --log-level=lib.eal:warning)
 	fi
 	out=$(timeout 60 ip netns exec "$CLIENT_NS" "$root/$build/zerohop-bench" --addr "$ip_addr" --port "$port" \

@@ -30,7 +30,7 @@ def bench(build, ns, *args, timeout_s=90):
 def eal_args(net, vdev="net_af_xdp0", no_pci=True):
     """The EAL arguments after --: the client veth as the port, no PCI probing, a small pool."""
     args = ["--no-pci"] if no_pci else []
-    return ["--", *args, "--no-huge", "-m", "256", "--vdev", f"{vdev},iface={net.client_if}", "-l", "0",
+    return ["--", *args, "--no-shconf", "--no-telemetry", "--no-huge", "-m", "256", "--vdev", f"{vdev},iface={net.client_if}", "-l", "0",
             "--file-prefix", f"zb-dpdk-{os.getpid()}-{next(_run_ids)}", "--log-level=lib.eal:warning"]
 
 
