@@ -2,6 +2,7 @@
 """zerohop-bench --dpdk: the bench's own frames through a DPDK port on the client veth (net_af_xdp, and
 net_af_packet), against the appliance on the dev network. Every EAL run has --no-pci, a file prefix of
 its own and -l 0; the refusals are checked to exit before the EAL starts."""
+import glob
 import itertools
 import json
 import os
@@ -30,7 +31,9 @@ def bench(build, ns, *args, timeout_s=90):
 def eal_args(net, vdev="net_af_xdp0", no_pci=True):
     """The EAL arguments after --: the client veth as the port, no PCI probing, a small pool."""
     args = ["--no-pci"] if no_pci else []
-    return ["--", *args, "--no-shconf", "--no-telemetry", "--no-huge", "-m", "256", "--vdev", f"{vdev},iface={net.client_if}", "-l", "0",
+    # --no-shconf --no-telemetry: the EAL's runtime directory stays empty, and the bench removes it.
+    return ["--", *args, "--no-shconf", "--no-telemetry", "--no-huge", "-m", "256",
+            "--vdev", f"{vdev},iface={net.client_if}", "-l", "0",
             "--file-prefix", f"zb-dpdk-{os.getpid()}-{next(_run_ids)}", "--log-level=lib.eal:warning"]
 
 
@@ -68,6 +71,8 @@ def test_bench_dpdk_closed_loop_all_answered(net, appliance, vdev):
     # The destination's MAC came from one ARP exchange with the appliance.
     assert after["arp_replies"] > before["arp_replies"]
     assert r["dpdk"]["port"].startswith(vdev)
+    # A clean EAL cleanup: no runtime directory left behind by any run of this module.
+    assert not glob.glob(f"/var/run/dpdk/zb-dpdk-{os.getpid()}-*")
     if vdev == "net_af_packet0":
         # af_xdp keeps its fill ring's mbufs at close (zh_bench_dpdk.h); af_packet gives all back.
         assert r["dpdk"]["mbufs_unreturned"] == 0
@@ -83,7 +88,7 @@ def test_bench_dpdk_given_mac_and_source_ports(net, appliance):
     assert appliance.stats()["arp_replies"] == before["arp_replies"]
 
 
-def arp_request_from_app_side(net, target_ip, count=3):
+def arp_request_from_app_side(net, target_ip, count):
     """Broadcast ARP requests for target_ip on the appliance's veth, as if the appliance asked."""
     src_mac = bytes.fromhex("020000000099")
     arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, src_mac, socket.inet_aton(APPLIANCE_IP), bytes(6),
@@ -108,8 +113,12 @@ def test_bench_dpdk_open_loop_answers_arp(net, appliance):
            "--timeout-ms", "10000", *eal_args(net)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_ENV)
     try:
-        time.sleep(1.0)
-        arp_request_from_app_side(net, net.client_ip)
+        # One request every 0.1 s while the bench runs (its start-up takes a while on a busy machine),
+        # for at most 30 s.
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            arp_request_from_app_side(net, net.client_ip, count=1)
+            time.sleep(0.1)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
