@@ -28,13 +28,16 @@ def bench(build, ns, *args, timeout_s=90):
     return out.returncode, out.stdout, out.stderr
 
 
-def eal_args(net, vdev="net_af_xdp0", no_pci=True):
-    """The EAL arguments after --: the client veth as the port, no PCI probing, a small pool."""
+def eal_args(net, vdev="net_af_xdp0", no_pci=True, quiet=True):
+    """The EAL arguments after --: the client veth as the port, no PCI probing, a small pool. Not quiet:
+    an EAL that starts says "EAL: Detected CPU lcores" on stderr (the refusal tests look for it)."""
     args = ["--no-pci"] if no_pci else []
+    if quiet:
+        args.append("--log-level=lib.eal:warning")
     # --no-shconf --no-telemetry: the EAL's runtime directory stays empty, and the bench removes it.
     return ["--", *args, "--no-shconf", "--no-telemetry", "--no-huge", "-m", "256",
             "--vdev", f"{vdev},iface={net.client_if}", "-l", "0",
-            "--file-prefix", f"zb-dpdk-{os.getpid()}-{next(_run_ids)}", "--log-level=lib.eal:warning"]
+            "--file-prefix", f"zb-dpdk-{os.getpid()}-{next(_run_ids)}"]
 
 
 def bench_dpdk_json(build, net, *args, vdev="net_af_xdp0", timeout_s=150):
@@ -136,11 +139,11 @@ def test_bench_dpdk_open_loop_answers_arp(net, appliance):
 
 def test_bench_dpdk_refuses_eal_without_no_pci(net, appliance):
     rc, out, err = bench(appliance.build, net.client_ns, "--dpdk", "--src", net.client_ip, "--count", 10,
-                         *eal_args(net, no_pci=False))
+                         *eal_args(net, no_pci=False, quiet=False))
     assert rc == 2, out + err
     assert "refusing to start the EAL without --no-pci" in err and out == ""
-    # The EAL never started: it would have said so, and made its runtime directory.
-    assert "EAL:" not in err and "TELEMETRY" not in err
+    # The EAL never started: it would have said so.
+    assert "EAL:" not in err
 
 
 @pytest.mark.parametrize("args", [["--addr", "203.0.113.9"], ["--addr", "198.20.0.1"], ["--src", "192.0.2.7"]])
@@ -148,14 +151,14 @@ def test_bench_dpdk_refuses_addresses_outside_test_ranges(net, appliance, args):
     cmd = ["--dpdk", "--count", 10, *args]
     if "--src" not in args:
         cmd += ["--src", net.client_ip]
-    rc, out, err = bench(appliance.build, net.client_ns, *cmd, *eal_args(net))
+    rc, out, err = bench(appliance.build, net.client_ns, *cmd, *eal_args(net, quiet=False))
     assert rc == 2, out + err
     assert "refusing to send" in err and out == ""
-    assert "EAL:" not in err and "TELEMETRY" not in err
+    assert "EAL:" not in err
 
 
 def test_bench_dpdk_usage_errors(net, appliance):
-    eal = eal_args(net)
+    eal = eal_args(net, quiet=False)
     for args in (["--dpdk", *eal],                                          # no --src
                  ["--dpdk", "--src", net.client_ip],                        # no EAL arguments
                  ["--dpdk", "--src", net.client_ip, "--threads", "2", *eal],
