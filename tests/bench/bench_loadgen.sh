@@ -76,6 +76,8 @@ cleanup() {
 		wait "$server_pid" 2>/dev/null || true
 	fi
 	platform/devnet.sh down --name "$net" >/dev/null 2>&1 || true
+	# zerohopd's EAL leaves its runtime directory behind; this prefix is this script's own.
+	rm -rf "/var/run/dpdk/zh-loadgen-$$"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
