@@ -408,6 +408,8 @@ $(BUILD)/zerohopctl: $(BUILD)/tools/zerohopctl.o $(BUILD)/kernels/krn_msgpack.o
 # zerohop-bench: closed, open and poisson load over kernel UDP sockets (sendmmsg/recvmmsg, one pinned
 # thread per core asked), latency from the intended send time into a log-linear histogram
 # (tools/zh_hist.c), printed, as JSON, as HdrHistogram .hgrm text and as a gnuplot PNG.
+# --dpdk sends through a DPDK port instead (tools/zh_bench_dpdk.c: af_xdp or af_packet on the client veth,
+# frames and checksums built in software, ARP, TSC timestamps); `make bench-loadgen` compares the two.
 # zerohop-udp-echo: the same protocol answered by a plain kernel UDP socket through krn_serve_request,
 # the baseline of `make bench-latency` (tests/bench/bench_latency.sh, BENCH_LATENCY_ARGS passed on).
 LOADGEN_BINS := $(BUILD)/zerohop-bench $(BUILD)/zerohop-udp-echo
@@ -417,8 +419,9 @@ all: $(LOADGEN_BINS)
 
 $(BUILD)/tools/zerohop_bench.o: CFLAGS += -Itools
 
-$(BUILD)/zerohop-bench: $(BUILD)/tools/zerohop_bench.o $(BUILD)/tools/zh_hist.o $(BUILD)/kernels/krn_msgpack.o
-	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/zerohop-bench: $(BUILD)/tools/zerohop_bench.o $(BUILD)/tools/zh_hist.o $(BUILD)/tools/zh_bench_dpdk.o \
+		$(BUILD)/kernels/krn_msgpack.o
+	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) $(LDLIBS)
 
 $(BUILD)/zerohop-udp-echo: $(BUILD)/tools/zh_udp_server.o $(KERNEL_OBJS)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
@@ -427,6 +430,13 @@ $(BUILD)/zerohop-udp-echo: $(BUILD)/tools/zh_udp_server.o $(KERNEL_OBJS)
 bench: bench-latency
 bench-latency: $(BUILD)/zerohopd $(LOADGEN_BINS)
 	tests/bench/bench_latency.sh $(BUILD) $(BENCH_LATENCY_ARGS)
+
+# zerohop-bench over kernel sockets against zerohop-bench --dpdk (af_xdp, af_packet), same appliance,
+# same run (tests/bench/bench_loadgen.sh, BENCH_LOADGEN_ARGS passed on).
+.PHONY: bench-loadgen
+bench: bench-loadgen
+bench-loadgen: $(BUILD)/zerohopd $(LOADGEN_BINS)
+	tests/bench/bench_loadgen.sh $(BUILD) $(BENCH_LOADGEN_ARGS)
 
 # --- config file (mgmt/mgmt_config.c) ---
 # mgmt_config.o reads the INI file of `zerohopd --config` with Debian's libinih (docs/MGMT.md,

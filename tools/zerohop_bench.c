@@ -21,8 +21,14 @@
  * answers. Destinations are limited to the benchmarking range 198.18.0.0/15 (the dev network) and the
  * loopback; anything else is refused with exit status 2.
  *
+ * --dpdk drives the appliance through a DPDK port instead (tools/zh_bench_dpdk.c), for when the client's
+ * kernel UDP stack is the bottleneck: EAL arguments follow `--`, one thread polls one queue, and the
+ * engine below is the same (requests, matching, modes, report); only how datagrams move and the clock
+ * (the TSC) differ, through `struct bench_io` and `now_ns`, both fixed at start-up. The EAL is never
+ * started without --no-pci or an allow-list (-a/--allow), so that no run probes this machine's NICs.
+ *
  * Exit status: 0 the run finished (lost answers are reported, not failed), 1 an I/O error or a failed
- * --hgrm/--plot, 2 a usage error or a refused destination.
+ * --hgrm/--plot, 2 a usage error, a refused destination or source, or EAL arguments without --no-pci.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -49,6 +55,7 @@
 #include "zh_proto.h"
 #include "zh_cli.h"
 #include "zh_hist.h"
+#include "zh_bench_dpdk.h"
 
 #define EXIT_RUN_OK 0
 #define EXIT_RUN_ERROR 1
@@ -86,6 +93,10 @@
 #define NS_PER_S 1000000000ull
 /* HdrHistogram's default resolution of the percentile walk, for the plot as for the .hgrm. */
 #define PLOT_TICKS_PER_HALF 5u
+/* --dpdk: source ports [SRC_PORT_FIRST, + --src-ports), and how long ARP may take to find the MAC. */
+#define SRC_PORT_FIRST 49152u
+#define SRC_PORTS_DEFAULT 64u
+#define ARP_WAIT_MS 3000u
 
 ZH_STATIC_ASSERT(COUNT_MAX < ID_SEQ_MASK, "sequence numbers never wrap into the salt");
 ZH_STATIC_ASSERT(THREADS_MAX < 255u, "thread index + 1 fits the id's top byte");
@@ -123,6 +134,11 @@ struct bench_options {
 	const char *hgrm_path;
 	const char *plot_path;
 	const char *title;
+	int dpdk;                     /* --dpdk: a DPDK port instead of kernel sockets */
+	const char *src_text;         /* --dpdk: --src, this client's address */
+	struct zh_bench_dpdk_config port_cfg;
+	int eal_argc;                 /* --dpdk: the arguments after --, behind the program's name */
+	char **eal_argv;
 };
 
 struct bench_counters {
@@ -140,12 +156,22 @@ struct bench_thread;
 /* Returns the intended send time of the request after the one at t->next_ns. */
 typedef double (*bench_gap_fn)(struct bench_thread *t);
 
+/* How a thread moves datagrams, fixed at start-up: kernel sockets or a DPDK port. `send` hands the
+ * built batch over (what is not taken stays for the next call); `receive` takes at most one batch of
+ * answers (`flags`: MSG_DONTWAIT, or MSG_WAITFORONE to block, sockets only). Both return >= 0 or -errno. */
+struct bench_io {
+	int (*send)(struct bench_thread *t, uint64_t now);
+	int (*receive)(struct bench_thread *t, int flags);
+};
+
 /* One per thread, allocated once, touched by its thread only until it is joined. */
 struct bench_thread {
 	const struct bench_options *opt;
 	uint32_t idx;
 	int cpu;
 	int fd;
+	const struct bench_io *io;
+	struct zh_bench_dpdk *port; /* --dpdk: the port this thread polls */
 	uint64_t count;           /* requests this thread sends */
 	uint64_t id_prefix;       /* the thread and salt bits of every id */
 	uint64_t *slot_ns;        /* [slot_mask + 1] intended send time of a waiting seq, 0 if none */
@@ -190,13 +216,16 @@ static void on_signal(int sig)
 	stop_requested = 1;
 }
 
-static uint64_t now_ns(void)
+static uint64_t now_mono_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * NS_PER_S + (uint64_t)ts.tv_nsec;
 }
+
+/* The clock of every timestamp: CLOCK_MONOTONIC, or the TSC with --dpdk (set once, before any thread). */
+static uint64_t (*now_ns)(void) = now_mono_ns;
 
 static uint64_t rng_next(uint64_t *state)
 {
@@ -233,6 +262,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: zerohop-bench [options]\n"
+		"       zerohop-bench --dpdk --src A.B.C.D [options] -- EAL-ARGS\n"
 		"  --addr A.B.C.D       destination (default 198.18.0.1); only 198.18.0.0/15 and 127.0.0.0/8\n"
 		"  --port N             destination UDP port (default 9000)\n"
 		"  --threads N          sending threads, one socket and one pinned core each (default 1, max %u)\n"
@@ -256,11 +286,19 @@ static void usage(FILE *out)
 		"  --hgrm FILE          write the latency distribution as HdrHistogram text (.hgrm, µs)\n"
 		"  --plot FILE.png      draw the percentile plot with gnuplot\n"
 		"  --title TEXT         the plot's title\n"
-		"  --dpdk               not built: use kernel sockets\n"
+		"  --dpdk               send through a DPDK port, one thread polling one queue; the EAL arguments\n"
+		"                       follow --, must hold --no-pci (or -a/--allow) and name the port, e.g.\n"
+		"                       -- --no-pci --no-huge -m 256 --vdev net_af_xdp0,iface=zh0c -l 0 (add\n"
+		"                       --no-shconf --no-telemetry to leave no runtime directory behind)\n"
+		"  --src A.B.C.D        --dpdk: this client's address (only 198.18.0.0/15 and 127.0.0.0/8)\n"
+		"  --dst-mac MAC        --dpdk: the destination's MAC (default: asked with ARP, %u ms at most)\n"
+		"  --src-ports N        --dpdk: UDP source ports %u.. used in turn, to spread flows (default %u)\n"
 		"  --self-test          check the histogram's error bound and exit\n"
-		"exit status: 0 finished, 1 I/O error or failed output, 2 usage error or refused destination\n",
+		"exit status: 0 finished, 1 I/O error or failed output, 2 usage error, refused destination or\n"
+		"             source, or EAL arguments without --no-pci or an allow-list\n",
 		THREADS_MAX, OUTSTANDING_MAX, COUNT_DEFAULT, COUNT_MAX, DURATION_DEFAULT_S, DURATION_MAX_S,
-		TIMEOUT_DEFAULT_MS, BATCH_DEFAULT, BATCH_MAX, VOCAB_DEFAULT);
+		TIMEOUT_DEFAULT_MS, BATCH_DEFAULT, BATCH_MAX, VOCAB_DEFAULT, ARP_WAIT_MS, SRC_PORT_FIRST,
+		SRC_PORTS_DEFAULT);
 }
 
 /* A comma-separated list of uint32 (an empty text is an empty list). */
@@ -340,7 +378,7 @@ static int default_cpus(struct bench_options *opt)
 enum {
 	O_ADDR = 256, O_PORT, O_THREADS, O_CPUS, O_MODE, O_OUTSTANDING, O_RATE, O_COUNT, O_DURATION,
 	O_TIMEOUT, O_BATCH, O_WAIT, O_WARMUP, O_SEED, O_MODEL, O_OP, O_TOKENS, O_TOKENS_RANDOM, O_VOCAB,
-	O_DENSE, O_JSON, O_HGRM, O_PLOT, O_TITLE, O_DPDK, O_SELF_TEST, O_HELP
+	O_DENSE, O_JSON, O_HGRM, O_PLOT, O_TITLE, O_DPDK, O_SRC, O_DST_MAC, O_SRC_PORTS, O_SELF_TEST, O_HELP
 };
 
 /* In the order of the enum: a bad value's message names longopts[c - O_ADDR]. */
@@ -370,6 +408,9 @@ static const struct option longopts[] = {
 	{ "plot", required_argument, NULL, O_PLOT },
 	{ "title", required_argument, NULL, O_TITLE },
 	{ "dpdk", no_argument, NULL, O_DPDK },
+	{ "src", required_argument, NULL, O_SRC },
+	{ "dst-mac", required_argument, NULL, O_DST_MAC },
+	{ "src-ports", required_argument, NULL, O_SRC_PORTS },
 	{ "self-test", no_argument, NULL, O_SELF_TEST },
 	{ "help", no_argument, NULL, O_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -396,10 +437,25 @@ static int parse_rate(const char *text, double *out)
 	return 0;
 }
 
+/* A MAC as six hex pairs separated by colons. */
+static int parse_mac(const char *text, uint8_t mac[6])
+{
+	unsigned int b[6];
+	int used = 0;
+
+	if (sscanf(text, "%2x:%2x:%2x:%2x:%2x:%2x%n", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &used) != 6 ||
+	    text[used] != '\0' || used != 17)
+		return -EINVAL;
+	for (uint32_t i = 0; i < 6; i++)
+		mac[i] = (uint8_t)b[i];
+	return 0;
+}
+
 /* One option's value into opt. Returns 0, 1 for --self-test, or -EINVAL. */
 static int parse_one(int c, const char *arg, struct bench_options *opt, int *given_rate, int *given_outstanding)
 {
 	uint64_t v;
+	uint32_t n;
 
 	switch (c) {
 	case O_ADDR: opt->addr_text = arg; return 0;
@@ -442,9 +498,56 @@ static int parse_one(int c, const char *arg, struct bench_options *opt, int *giv
 	case O_HGRM: opt->hgrm_path = arg; return 0;
 	case O_PLOT: opt->plot_path = arg; return 0;
 	case O_TITLE: opt->title = arg; return 0;
+	case O_DPDK: opt->dpdk = 1; return 0;
+	case O_SRC: opt->src_text = arg; return 0;
+	case O_DST_MAC:
+		opt->port_cfg.dst_mac_given = 1;
+		return parse_mac(arg, opt->port_cfg.dst_mac);
+	case O_SRC_PORTS:
+		if (zh_cli_parse_u32(arg, 1, 65536 - SRC_PORT_FIRST, &n))
+			return -EINVAL;
+		opt->port_cfg.src_port_count = (uint16_t)n;
+		return 0;
 	case O_SELF_TEST: return 1;
 	default: return -EINVAL;
 	}
+}
+
+/* --dpdk: one thread polls one queue, so nothing blocks and there is one thread; the frames need a
+ * source address, and the EAL its arguments. */
+static int check_dpdk_options(struct bench_options *opt)
+{
+	if (opt->threads != 1 || opt->wait != WAIT_SPIN) {
+		fprintf(stderr, "zerohop-bench: --dpdk polls one port with one thread: no --threads, no --wait block\n");
+		return -EINVAL;
+	}
+	if (!opt->src_text) {
+		fprintf(stderr, "zerohop-bench: --dpdk needs --src (the client's address, e.g. devnet.sh env's CLIENT_IP)\n");
+		return -EINVAL;
+	}
+	if (!opt->eal_argv) {
+		fprintf(stderr, "zerohop-bench: --dpdk needs EAL arguments after --, e.g. "
+			"-- --no-pci --no-huge -m 256 --vdev net_af_xdp0,iface=zh0c -l 0\n");
+		return -EINVAL;
+	}
+	if (!opt->port_cfg.src_port_count)
+		opt->port_cfg.src_port_count = SRC_PORTS_DEFAULT;
+	opt->port_cfg.src_port_first = SRC_PORT_FIRST;
+	opt->port_cfg.arp_wait_ms = ARP_WAIT_MS;
+	return 0;
+}
+
+static int check_kernel_options(const struct bench_options *opt)
+{
+	if (opt->src_text || opt->port_cfg.dst_mac_given || opt->port_cfg.src_port_count) {
+		fprintf(stderr, "zerohop-bench: --src, --dst-mac and --src-ports apply to --dpdk\n");
+		return -EINVAL;
+	}
+	if (opt->eal_argv) {
+		fprintf(stderr, "zerohop-bench: arguments after -- are the EAL's, for --dpdk\n");
+		return -EINVAL;
+	}
+	return 0;
 }
 
 /* Relations between options, after all are read. */
@@ -474,7 +577,7 @@ static int check_options(struct bench_options *opt, int given_rate, int given_ou
 		fprintf(stderr, "zerohop-bench: --count is below --threads\n");
 		return -EINVAL;
 	}
-	return 0;
+	return opt->dpdk ? check_dpdk_options(opt) : check_kernel_options(opt);
 }
 
 /* Returns 0 to run, 1 for --self-test, or -EINVAL after saying why. */
@@ -499,10 +602,6 @@ static int parse_args(int argc, char **argv, struct bench_options *opt)
 			usage(stdout);
 			exit(EXIT_RUN_OK);
 		}
-		if (c == O_DPDK) {
-			fprintf(stderr, "zerohop-bench: --dpdk: not built: use kernel sockets\n");
-			return -EINVAL;
-		}
 		if (c < O_ADDR || c > O_HELP) {
 			usage(stderr);
 			return -EINVAL;
@@ -516,7 +615,13 @@ static int parse_args(int argc, char **argv, struct bench_options *opt)
 		}
 		self_test |= rc == 1;
 	}
-	if (optind != argc) {
+	/* After `--` come the EAL's arguments. The EAL wants a program name first: the `--` slot of argv
+	 * (ours to change) takes it. */
+	if (optind > 1 && strcmp(argv[optind - 1], "--") == 0) {
+		argv[optind - 1] = argv[0];
+		opt->eal_argv = &argv[optind - 1];
+		opt->eal_argc = argc - optind + 1;
+	} else if (optind != argc) {
 		fprintf(stderr, "zerohop-bench: unexpected argument '%s'\n", argv[optind]);
 		return -EINVAL;
 	}
@@ -731,6 +836,42 @@ static int receive(struct bench_thread *t, int flags)
 	return n;
 }
 
+static const struct bench_io socket_io = { .send = send_built, .receive = receive };
+
+/* --dpdk: hand the built batch to the port, as send_built() hands it to the kernel. */
+static int send_built_dpdk(struct bench_thread *t, uint64_t now)
+{
+	while (t->tx_first < t->tx_count) {
+		int n = zh_bench_dpdk_send(t->port, &t->tx_iov[t->tx_first], t->tx_count - t->tx_first);
+
+		if (n < 0)
+			return n;
+		if (n == 0) {
+			t->c.send_retries++;
+			return 0;
+		}
+		t->tx_first += (uint32_t)n;
+		t->c.sent += (uint64_t)n;
+		t->last_send_ns = now;
+	}
+	t->tx_first = t->tx_count = 0;
+	return 0;
+}
+
+static void on_answer_dpdk(void *ctx, const uint8_t *payload, uint32_t size, uint64_t rx_ns)
+{
+	on_answer(ctx, payload, size, rx_ns);
+}
+
+/* --dpdk: a port is only ever polled, so `flags` has nothing to ask for. */
+static int receive_dpdk(struct bench_thread *t, int flags)
+{
+	(void)flags;
+	return zh_bench_dpdk_receive(t->port, t->opt->batch, on_answer_dpdk, t);
+}
+
+static const struct bench_io dpdk_io = { .send = send_built_dpdk, .receive = receive_dpdk };
+
 /* Requests unanswered for --timeout-ms are lost. Seqs leave in order, so the oldest is at the tail. */
 static void expire(struct bench_thread *t, uint64_t now)
 {
@@ -786,10 +927,10 @@ static void run_closed(struct bench_thread *t, uint64_t end_ns, uint32_t outstan
 			for (uint64_t s = first; s < t->head_seq; s++)
 				t->slot_ns[s & t->slot_mask] = now;
 		}
-		rc = send_built(t, now);
+		rc = t->io->send(t, now);
 		if (rc == 0) {
 			int idle = t->tx_first == t->tx_count && (t->waiting >= outstanding || !slot_free(t));
-			rc = receive(t, block && idle ? MSG_WAITFORONE : MSG_DONTWAIT);
+			rc = t->io->receive(t, block && idle ? MSG_WAITFORONE : MSG_DONTWAIT);
 		}
 		if (rc < 0) {
 			t->error = rc;
@@ -830,13 +971,13 @@ static void run_paced(struct bench_thread *t, uint64_t end_ns)
 			t->next_ns = t->next_gap(t);
 			more = t->head_seq < t->count && t->next_ns < (double)end_ns;
 		}
-		rc = send_built(t, now);
+		rc = t->io->send(t, now);
 		if (rc == 0 && block) {
 			uint64_t due_ns = t->next_ns > (double)now ? (uint64_t)t->next_ns - now : 0;
 			if (wait_readable(t, due_ns < BLOCK_WAKE_NS ? due_ns : BLOCK_WAKE_NS))
-				rc = receive(t, MSG_DONTWAIT);
+				rc = t->io->receive(t, MSG_DONTWAIT);
 		} else if (rc == 0) {
-			rc = receive(t, MSG_DONTWAIT);
+			rc = t->io->receive(t, MSG_DONTWAIT);
 		}
 		if (rc < 0) {
 			t->error = rc;
@@ -864,9 +1005,9 @@ static void drain(struct bench_thread *t, uint64_t deadline_ns)
 		if (now >= deadline_ns)
 			break;
 		if (block)
-			rc = wait_readable(t, BLOCK_WAKE_NS) ? receive(t, MSG_DONTWAIT) : 0;
+			rc = wait_readable(t, BLOCK_WAKE_NS) ? t->io->receive(t, MSG_DONTWAIT) : 0;
 		else
-			rc = receive(t, MSG_DONTWAIT);
+			rc = t->io->receive(t, MSG_DONTWAIT);
 		if (rc < 0)
 			t->error = rc;
 		expire(t, now);
@@ -914,6 +1055,8 @@ static void *thread_main(void *arg)
 	uint64_t start_ns, end_ns;
 
 	pin(t);
+	if (t->port)
+		zh_bench_dpdk_thread_attach();
 	/* A blocking wait should wake when asked, not up to 50 µs later (the default timer slack). */
 	if (opt->wait == WAIT_BLOCK)
 		prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
@@ -937,6 +1080,8 @@ static void *thread_main(void *arg)
 	else
 		run_paced(t, end_ns);
 	drain(t, now_ns() + opt->timeout_ns);
+	if (t->port)
+		zh_bench_dpdk_thread_detach();
 	return NULL;
 }
 
@@ -981,7 +1126,8 @@ static uint64_t slot_count_for(const struct bench_options *opt, uint64_t count)
 	return slots;
 }
 
-static int thread_setup(struct bench_thread *t, const struct bench_options *opt, uint32_t idx)
+static int thread_setup(struct bench_thread *t, const struct bench_options *opt, uint32_t idx,
+			struct zh_bench_dpdk *port)
 {
 	uint64_t slots;
 	int rc;
@@ -991,6 +1137,8 @@ static int thread_setup(struct bench_thread *t, const struct bench_options *opt,
 	t->idx = idx;
 	t->cpu = opt->cpus[idx % opt->cpu_count];
 	t->fd = -1;
+	t->io = port ? &dpdk_io : &socket_io;
+	t->port = port;
 	t->count = opt->count / opt->threads + (idx < opt->count % opt->threads);
 	t->rng = rng_seed(opt->seed ^ ((uint64_t)(idx + 1) * 0x9E3779B97F4A7C15ull));
 	t->gap_ns = opt->mode == MODE_CLOSED ? 0.0 : (double)NS_PER_S * opt->threads / opt->rate_rps;
@@ -1010,7 +1158,7 @@ static int thread_setup(struct bench_thread *t, const struct bench_options *opt,
 		t->rx_msgs[i].msg_hdr.msg_iovlen = 1;
 	}
 	zh_hist_init(&t->hist);
-	rc = open_socket(opt, &t->fd);
+	rc = port ? 0 : open_socket(opt, &t->fd);
 	return rc;
 }
 
@@ -1050,6 +1198,8 @@ struct bench_result {
 	uint64_t start_ns;
 	uint64_t end_ns;       /* the later of the last send and the last answer */
 	int error;
+	struct zh_bench_dpdk_stats port_stats;  /* --dpdk */
+	char port_text[96];                     /* --dpdk: the port's name and MAC */
 };
 
 static void counters_add(struct bench_counters *dst, const struct bench_counters *src)
@@ -1100,6 +1250,12 @@ static void print_text(const struct bench_options *opt, const struct bench_resul
 	else
 		printf("%.0f requests/s", opt->rate_rps);
 	printf(", wait %s\n", opt->wait == WAIT_SPIN ? "spin" : "block");
+	if (opt->dpdk)
+		printf("  dpdk port %s, from %s, %u source ports; not answers %" PRIu64 ", bad checksum %" PRIu64
+		       ", ARP replies %" PRIu64 ", tx full %" PRIu64 ", mbufs unreturned %" PRIu64 "\n", res->port_text,
+		       opt->src_text, opt->port_cfg.src_port_count, res->port_stats.rx_other,
+		       res->port_stats.rx_bad_checksum, res->port_stats.arp_replies, res->port_stats.tx_full,
+		       res->port_stats.mbufs_unreturned);
 	printf("  sent %" PRIu64 ", answered %" PRIu64 ", lost %" PRIu64 ", stray %" PRIu64 ", malformed %" PRIu64
 	       "\n", res->c.sent, res->c.answered, res->c.lost, res->c.stray, res->c.malformed);
 	printf("  status:");
@@ -1131,7 +1287,14 @@ static void print_json(const struct bench_options *opt, const struct bench_resul
 	       res->c.icmp_errors);
 	for (uint32_t s = 0; s <= ZH_STATUS_COUNT; s++)
 		printf("%s\"%s\": %" PRIu64, s ? ", " : "", status_name(s), res->c.status[s]);
-	printf("}, \"duration_s\": %.6f, \"throughput_rps\": %.1f, ", seconds,
+	printf("}, ");
+	if (opt->dpdk)
+		printf("\"dpdk\": {\"port\": \"%s\", \"src\": \"%s\", \"src_ports\": %u, \"rx_other\": %" PRIu64
+		       ", \"rx_bad_checksum\": %" PRIu64 ", \"arp_replies\": %" PRIu64 ", \"tx_full\": %" PRIu64
+		       ", \"mbufs_unreturned\": %" PRIu64 "}, ", res->port_text, opt->src_text, opt->port_cfg.src_port_count,
+		       res->port_stats.rx_other, res->port_stats.rx_bad_checksum, res->port_stats.arp_replies,
+		       res->port_stats.tx_full, res->port_stats.mbufs_unreturned);
+	printf("\"duration_s\": %.6f, \"throughput_rps\": %.1f, ", seconds,
 	       seconds > 0 ? (double)res->c.answered / seconds : 0.0);
 	printf("\"latency_us\": {\"min\": %.3f, \"p50\": %.3f, \"p90\": %.3f, \"p99\": %.3f, \"p99_9\": %.3f, "
 	       "\"max\": %.3f, \"mean\": %.3f, \"stddev\": %.3f}}\n",
@@ -1370,11 +1533,49 @@ static int outputs(const struct bench_options *opt, const struct bench_result *r
 	return rc;
 }
 
+/* --dpdk, before the EAL starts: the source address obeys the destination rule, and the EAL arguments
+ * keep DPDK off this machine's PCI devices. Returns 0, or -EPERM/-EINVAL after saying why. */
+static int dpdk_preflight(struct bench_options *opt)
+{
+	struct zh_bench_dpdk_config *cfg = &opt->port_cfg;
+
+	if (inet_pton(AF_INET, opt->src_text, &cfg->src_ip) != 1) {
+		fprintf(stderr, "zerohop-bench: --src '%s' is not an IPv4 address\n", opt->src_text);
+		return -EINVAL;
+	}
+	if (!zh_cli_dest_allowed(cfg->src_ip)) {
+		fprintf(stderr, "zerohop-bench: refusing to send from %s: only 198.18.0.0/15 (the dev network) "
+			"and 127.0.0.0/8 are allowed\n", opt->src_text);
+		return -EPERM;
+	}
+	if (!zh_bench_dpdk_eal_args_safe(opt->eal_argc, opt->eal_argv)) {
+		fprintf(stderr, "zerohop-bench: refusing to start the EAL without --no-pci or an allow-list "
+			"(-a/--allow) after --: it would probe this machine's PCI devices\n");
+		return -EPERM;
+	}
+	cfg->dst_ip = opt->dst.sin_addr;
+	cfg->dst_port = opt->dst.sin_port;
+	return 0;
+}
+
+/* --dpdk: the EAL and the port, and from now on the TSC clock. Returns 0 or -errno (said why). */
+static int dpdk_start(struct bench_options *opt, struct bench_result *res, struct zh_bench_dpdk **port)
+{
+	int rc = zh_bench_dpdk_open(opt->eal_argc, opt->eal_argv, &opt->port_cfg, port);
+
+	if (rc)
+		return rc;
+	snprintf(res->port_text, sizeof(res->port_text), "%s", zh_bench_dpdk_describe(*port));
+	now_ns = zh_bench_dpdk_now_ns;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static struct bench_options opt;
 	static struct bench_result res;
 	struct bench_thread *threads[THREADS_MAX] = { NULL };
+	struct zh_bench_dpdk *port = NULL;
 	struct sigaction sa = { .sa_handler = on_signal };
 	int rc = parse_args(argc, argv, &opt);
 
@@ -1393,9 +1594,13 @@ int main(int argc, char **argv)
 	}
 	if (check_request_size(&opt))
 		return EXIT_USAGE;
+	if (opt.dpdk && dpdk_preflight(&opt))
+		return EXIT_USAGE;
+	if (opt.dpdk && dpdk_start(&opt, &res, &port))
+		return EXIT_RUN_ERROR;
 	for (uint32_t i = 0; i < opt.threads && !rc; i++) {
 		threads[i] = aligned_alloc(ZH_CACHE_LINE_SIZE, sizeof(struct bench_thread));
-		rc = threads[i] ? thread_setup(threads[i], &opt, i) : -ENOMEM;
+		rc = threads[i] ? thread_setup(threads[i], &opt, i, port) : -ENOMEM;
 		if (rc)
 			fprintf(stderr, "zerohop-bench: thread %u: %s\n", i, strerror(-rc));
 	}
@@ -1404,18 +1609,22 @@ int main(int argc, char **argv)
 		sigaction(SIGTERM, &sa, NULL);
 		rc = run_threads(threads, &opt, &res);
 	}
-	if (!rc) {
+	if (!rc)
 		collect(threads, opt.threads, &res);
+	for (uint32_t i = 0; i < opt.threads; i++) {
+		if (threads[i])
+			thread_teardown(threads[i]);
+		free(threads[i]);
+	}
+	/* Closed before the report, which says how many mbufs the pool got back. */
+	if (port)
+		zh_bench_dpdk_close(port, &res.port_stats);
+	if (!rc) {
 		if (res.error)
 			fprintf(stderr, "zerohop-bench: a thread stopped early: %s\n", strerror(-res.error));
 		rc = outputs(&opt, &res);
 		if (!rc)
 			rc = res.error;
-	}
-	for (uint32_t i = 0; i < opt.threads; i++) {
-		if (threads[i])
-			thread_teardown(threads[i]);
-		free(threads[i]);
 	}
 	return rc ? EXIT_RUN_ERROR : EXIT_RUN_OK;
 }
