@@ -261,6 +261,13 @@ void dp_port_rx_stamp_text(const struct dp_port *port, char text[DP_RX_STAMP_TEX
 			 map->stamp_scale == 1000 ? "us" : "ns");
 }
 
+uint64_t dp_port_rx_stamp_bound_ns(const struct dp_port *port)
+{
+	if (port->rx_stamp != DP_RX_STAMP_NIC || port->rx_clock == DP_RX_CLOCK_UNKNOWN || !port->clock.last.valid)
+		return 0;
+	return port->clock.last.bound_ns;
+}
+
 int dp_port_open(struct dp_port *port, uint16_t port_id, uint16_t queue_count, uint32_t held_mbuf_count,
 		 const struct dp_payload_mem *ext, char why[DP_WHY_SIZE])
 {

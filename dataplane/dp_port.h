@@ -86,5 +86,7 @@ void dp_port_clock_tick(struct dp_port *port);
 /* The rx timestamps in words, for the start-up line and `zerohopctl status`, e.g.
  * "nic (mapped, bound ±1250 ns)" or "tsc (port offers none)". */
 void dp_port_rx_stamp_text(const struct dp_port *port, char text[DP_RX_STAMP_TEXT_SIZE]);
+/* The bound of the NIC clock's map in ns, for tools that add it to their own; 0 when no map is valid. */
+uint64_t dp_port_rx_stamp_bound_ns(const struct dp_port *port);
 
 #endif /* DP_PORT_H */

@@ -219,7 +219,7 @@ static void cmd_status(struct mgmt *m, struct reply *r)
 
 	for (uint32_t i = 0; i < m->p.lcore_count; i++)
 		requests += __atomic_load_n(&m->p.lcores[i].stats.counters[DP_COUNTER_requests], __ATOMIC_RELAXED);
-	msgpack_pack_map(&r->pk, 10);
+	msgpack_pack_map(&r->pk, 11);
 	pack_str(&r->pk, "version");
 	pack_str(&r->pk, ZEROHOP_VERSION);
 	pack_str(&r->pk, "uptime_s");
@@ -251,6 +251,8 @@ static void cmd_status(struct mgmt *m, struct reply *r)
 	} else {
 		pack_str(&r->pk, "tsc (port offers none)");
 	}
+	pack_str(&r->pk, "rx_timestamp_bound_ns");
+	msgpack_pack_uint64(&r->pk, m->p.port ? dp_port_rx_stamp_bound_ns(m->p.port) : 0);
 	pack_str(&r->pk, "device_clock");
 	pack_device_clock(m, &r->pk);
 }

@@ -215,6 +215,7 @@ struct point_result {
 	double curve_x[CURVE_MAX]; /* 1 / (1 - q) */
 	double curve_us[CURVE_MAX];
 	uint64_t nic_stamped;      /* answers whose trace carries a NIC rx time */
+	uint64_t nic_bound_ns;     /* the NIC clock map's bound used: --nic-bound-ns, else the appliance's */
 	int nic_split;             /* every answer did: the first stage is split at the NIC rx time */
 	double bound_ns[STAGE_COUNT]; /* each stage's error bound: cross-core, plus the device map's */
 	double map_bound_ns;       /* the device clock map's largest bound over the point's stamps */
@@ -231,6 +232,7 @@ struct probe_target {
 	int map_ok;                /* map holds the appliance's device clock map, fetched after each point */
 	struct zh_clock_map map;
 	char map_why[160];         /* why there is no map, when ctl_path is set */
+	uint64_t nic_bound_ns;     /* the appliance's NIC clock map bound from its status; 0: none known */
 	int fd;
 	uint32_t point_count;      /* points measured */
 	struct point_result points[POINTS_MAX];
@@ -1091,7 +1093,8 @@ static int read_clock_field(struct krn_mp_reader *rd, const struct krn_mp_value 
 
 /* The `status` reply's result.device_clock, read with the bounded reader. 0, -ENOENT (an appliance
  * without one), or -EINVAL (malformed, or an error status). */
-static int parse_status_reply(const uint8_t *buf, uint32_t len, struct zh_clock_map *m, int *calibrated)
+static int parse_status_reply(const uint8_t *buf, uint32_t len, struct zh_clock_map *m, int *calibrated,
+			      uint64_t *nic_bound_ns)
 {
 	struct krn_mp_reader rd;
 	struct krn_mp_value top, key, v;
@@ -1119,6 +1122,13 @@ static int parse_status_reply(const uint8_t *buf, uint32_t len, struct zh_clock_
 		for (uint32_t k = 0; k < result.size; k++) {
 			if (krn_mp_read(&rd, &key) != KRN_MP_OK || key.type != KRN_MP_STR)
 				return -EINVAL;
+			/* The appliance's NIC clock map bound: what --nic-bound-ns would say. */
+			if (krn_mp_str_eq(&key, "rx_timestamp_bound_ns")) {
+				if (krn_mp_read(&rd, &v) != KRN_MP_OK || v.type != KRN_MP_UINT)
+					return -EINVAL;
+				*nic_bound_ns = v.v.u;
+				continue;
+			}
 			if (!krn_mp_str_eq(&key, "device_clock")) {
 				if (krn_mp_skip(&rd) != KRN_MP_OK)
 					return -EINVAL;
@@ -1141,7 +1151,8 @@ static int parse_status_reply(const uint8_t *buf, uint32_t len, struct zh_clock_
  * Ask the appliance at ctl_path for `status` and take its device clock map. Bounded by
  * CTL_TIMEOUT_MS. 0 with *m usable, or -errno with the reason in why.
  */
-static int fetch_clock_map(const char *ctl_path, struct zh_clock_map *m, char *why, size_t why_size)
+static int fetch_clock_map(const char *ctl_path, struct zh_clock_map *m, uint64_t *nic_bound_ns, char *why,
+			   size_t why_size)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	uint64_t deadline = mono_ns() + CTL_TIMEOUT_MS * 1000000ull;
@@ -1198,7 +1209,7 @@ static int fetch_clock_map(const char *ctl_path, struct zh_clock_map *m, char *w
 		snprintf(why, why_size, "%s: no status reply: %s", ctl_path, strerror(-rc));
 		goto out;
 	}
-	rc = parse_status_reply(reply, len, m, &calibrated);
+	rc = parse_status_reply(reply, len, m, &calibrated, nic_bound_ns);
 	if (rc == -ENOENT)
 		snprintf(why, why_size, "the appliance reports no device clock (an older zerohopd?)");
 	else if (rc)
@@ -1220,7 +1231,7 @@ static void refresh_map(struct probe_target *t)
 
 	if (!t->ctl_path[0])
 		return;
-	rc = fetch_clock_map(t->ctl_path, &t->map, t->map_why, sizeof(t->map_why));
+	rc = fetch_clock_map(t->ctl_path, &t->map, &t->nic_bound_ns, t->map_why, sizeof(t->map_why));
 	t->map_ok = rc == 0;
 	if (rc == 0 || rc == -EAGAIN)
 		t->dclk = t->map.kind == ZH_CLOCK_TSC ? DCLK_TSC : DCLK_NS;
@@ -1851,6 +1862,8 @@ static void analyse_point(struct probe *p, struct probe_target *t, uint32_t poin
 		int mapped = t->dclk == DCLK_NS && t->map_ok;
 	uint64_t map_bound_max_ns = 0;
 
+	res->nic_bound_ns = p->opt.nic_bound_ns ? p->opt.nic_bound_ns : t->nic_bound_ns;
+
 	stage_rows(p->opt.mode->open_loop, t->dclk, res->nic_split, mapped, res->rows);
 	for (uint64_t seq = 0; seq < res->slots; seq++) {
 		const struct probe_rec *rec = &p->recs[seq];
@@ -1875,7 +1888,7 @@ static void analyse_point(struct probe *p, struct probe_target *t, uint32_t poin
 		res->bound_ns[s] = p->clock.cross_bound_ns +
 				   (s == STAGE_CLAIM || s == STAGE_DONE_TX ? res->map_bound_ns : 0.0) +
 				   /* The NIC stamp is the appliance's map of the NIC clock: its bound adds too. */
-				   (s == STAGE_WIRE || s == STAGE_NIC_RX_POLL ? (double)p->opt.nic_bound_ns : 0.0);
+				   (s == STAGE_WIRE || s == STAGE_NIC_RX_POLL ? (double)res->nic_bound_ns : 0.0);
 	for (uint32_t s = 0; s < STAGE_COUNT; s++)
 		if (res->rows[s] == ROW_MEASURED)
 			summarise(p->values[s], n, res->bound_ns[s], &res->st[s]);
@@ -1999,14 +2012,14 @@ static void print_nic_rx(const struct probe *p, const struct point_result *res)
 		       res->answered);
 		return;
 	}
-	if (p->opt.nic_bound_ns)
+	if (res->nic_bound_ns)
 		printf("   NIC rx timestamp: on every answer, the NIC clock mapped to the TSC by the appliance within "
-		       "+-%.3f us (--nic-bound-ns): wire and rx poll are split at it\n",
-		       (double)p->opt.nic_bound_ns / 1e3);
+		       "+-%.3f us (%s): wire and rx poll are split at it\n", (double)res->nic_bound_ns / 1e3,
+		       p->opt.nic_bound_ns ? "--nic-bound-ns" : "the appliance's status");
 	else
 		printf("   NIC rx timestamp: on every answer, the NIC clock mapped to the TSC by the appliance; its "
-		       "bound is in `zerohopctl status` (pass --nic-bound-ns to count it here): wire and rx poll "
-		       "are split at it\n");
+		       "bound is in `zerohopctl status` (pass --ctl-socket or --nic-bound-ns to count it here): wire "
+		       "and rx poll are split at it\n");
 }
 
 static void describe_point(const struct probe *p, const struct point_result *res, char *buf, size_t size)

@@ -461,6 +461,7 @@ def test_ctl_status(mg):
     assert st["models"] == 2 and isinstance(st["requests"], int) and isinstance(st["uptime_s"], (int, float))
     # af_packet offers no rx timestamps: traces start at the rx poll.
     assert st["rx_timestamps"] == "tsc (port offers none)", st
+    assert st["rx_timestamp_bound_ns"] == 0, st
     # The cpu device's clock is the TSC: the identity map, nothing to calibrate.
     clock = st["device_clock"]
     assert clock["kind"] == "tsc" and clock["calibrated"] is False and clock["samples"] == 0, clock

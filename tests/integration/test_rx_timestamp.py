@@ -134,6 +134,17 @@ def test_net_pcap_stamps_are_mapped(net, build):
         assert stages["nic_rx_poll"]["below_bound"] == 0 and stages["wire"]["below_bound"] == 0, stages
         print(f"zerohop-probe on net_pcap: wire p50 {stages['wire']['p50_us']:.1f} us, NIC rx -> rx poll "
               f"p50 {stages['nic_rx_poll']['p50_us']:.1f} us, p99 {stages['nic_rx_poll']['p99_us']:.1f} us")
+
+        # With the control socket the probe takes the bound from the appliance's status itself.
+        status_bound = ctl_json(app, "status")["rx_timestamp_bound_ns"]
+        assert 0 < status_bound < 1_000_000, status_bound
+        result = subprocess.run([shutil.which("ip") or "/usr/sbin/ip", "netns", "exec", net.client_ns,
+                                 f"{ROOT}/{build}/zerohop-probe", "--addr", APPLIANCE_IP, "--port", str(UDP_PORT),
+                                 "--count", "100", "--warmup", "10", "--timeout-ms", "500",
+                                 "--ctl-socket", app.ctl_socket],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "(the appliance's status): wire and rx poll are split at it" in result.stdout, result.stdout
     finally:
         stop(app)
 
