@@ -35,6 +35,13 @@ count=100000
 idle=poll
 results=
 budget_s=${BENCH_LATENCY_BUDGET_S:-150}
+# zerohopd's port: af_packet (the default) or af_xdp (BENCH_LATENCY_PMD=net_af_xdp0).
+zh_pmd=${BENCH_LATENCY_PMD:-net_af_packet0}
+case "$zh_pmd" in
+net_af_packet0) zh_port_name=af_packet ;;
+net_af_xdp0) zh_port_name=af_xdp ;;
+*) echo "bench-latency: BENCH_LATENCY_PMD is net_af_packet0 or net_af_xdp0, not $zh_pmd" >&2; exit 2 ;;
+esac
 [ $# -gt 0 ] && [[ "$1" != --* ]] && { build=${1%/}; shift; }
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -113,7 +120,7 @@ ip -n "$KN_APP_NS" addr replace "$ip_addr/24" dev "$KN_APP_IF"
 start_zerohop() {
 	local log=$results/zerohopd-r$1.log
 	ip netns exec "$ZH_APP_NS" "$root/$build/zerohopd" --no-pci --no-huge -m 512 \
-		--file-prefix "zh-bench-$$-$1" --vdev "net_af_packet0,iface=$ZH_APP_IF" --lcores "$zh_lcores" \
+		--file-prefix "zh-bench-$$-$1" --vdev "$zh_pmd,iface=$ZH_APP_IF" --lcores "$zh_lcores" \
 		--log-level=lib.eal:warning -- --ip "$ip_addr" --udp-port "$port" --device cpu --workers 0 \
 		--idle "$idle" >"$log" 2>&1 &
 	server_pid=$!
@@ -174,11 +181,11 @@ for round in $(seq "$rounds"); do
 	done_rounds=$round
 done
 
-/usr/bin/python3 - "$results/runs.jsonl" <<'EOF' | tee "$results/table.md"
+/usr/bin/python3 - "$results/runs.jsonl" "$zh_port_name" <<'EOF' | tee "$results/table.md"
 import json, statistics, sys
 
 runs = [json.loads(line) for line in open(sys.argv[1])]
-names = {"zerohop": "zerohopd (af_packet, inline, poll)", "kernel": "zerohop-udp-echo --busy-poll"}
+names = {"zerohop": f"zerohopd ({sys.argv[2]}, inline, poll)", "kernel": "zerohop-udp-echo --busy-poll"}
 keys = [("p50", "p50"), ("p99", "p99"), ("p99_9", "p99.9")]
 
 
