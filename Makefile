@@ -479,13 +479,14 @@ $(BUILD)/tests/test_doctor: tests/unit/test_doctor.sh | $(DOCTOR)
 # --- zerohop-probe (tools/zerohop_probe.c) ---
 # zerohop-probe: per-stage latency from the answers' traces (docs/PROBE.md): kernel UDP requests stamped
 # with the TSC, single, rate, payload and idle-gap modes, a table, --csv, --json and gnuplot --plot charts.
-# tests/integration/test_probe.py runs it against the appliance on the dev network.
+# --dpdk sends through zerohop-bench's DPDK port module (tools/zh_bench_dpdk.c) instead of a socket.
+# tests/integration/test_probe.py and test_probe_dpdk.py run it against the appliance on the dev network.
 BINS += $(BUILD)/zerohop-probe
 # `all` took BINS as it stood when its rule was read; name the binary again so that it is built.
 all: $(BUILD)/zerohop-probe
 
-$(BUILD)/zerohop-probe: $(BUILD)/tools/zerohop_probe.o $(BUILD)/kernels/krn_msgpack.o
-	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+$(BUILD)/zerohop-probe: $(BUILD)/tools/zerohop_probe.o $(BUILD)/tools/zh_bench_dpdk.o $(BUILD)/kernels/krn_msgpack.o
+	$(CC) $(LDFLAGS) $^ -o $@ $(DPDK_LIBS) $(LDLIBS)
 
 # --- shared tool helpers (tools/zh_cli.c) ---
 # Strict decimal option values, the destinations a tool may send to (198.18.0.0/15, 127.0.0.0/8) and

@@ -437,20 +437,6 @@ static int parse_rate(const char *text, double *out)
 	return 0;
 }
 
-/* A MAC as six hex pairs separated by colons. */
-static int parse_mac(const char *text, uint8_t mac[6])
-{
-	unsigned int b[6];
-	int used = 0;
-
-	if (sscanf(text, "%2x:%2x:%2x:%2x:%2x:%2x%n", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &used) != 6 ||
-	    text[used] != '\0' || used != 17)
-		return -EINVAL;
-	for (uint32_t i = 0; i < 6; i++)
-		mac[i] = (uint8_t)b[i];
-	return 0;
-}
-
 /* One option's value into opt. Returns 0, 1 for --self-test, or -EINVAL. */
 static int parse_one(int c, const char *arg, struct bench_options *opt, int *given_rate, int *given_outstanding)
 {
@@ -502,7 +488,7 @@ static int parse_one(int c, const char *arg, struct bench_options *opt, int *giv
 	case O_SRC: opt->src_text = arg; return 0;
 	case O_DST_MAC:
 		opt->port_cfg.dst_mac_given = 1;
-		return parse_mac(arg, opt->port_cfg.dst_mac);
+		return zh_bench_dpdk_parse_mac(arg, opt->port_cfg.dst_mac);
 	case O_SRC_PORTS:
 		if (zh_cli_parse_u32(arg, 1, 65536 - SRC_PORT_FIRST, &n))
 			return -EINVAL;
@@ -1538,21 +1524,10 @@ static int outputs(const struct bench_options *opt, const struct bench_result *r
 static int dpdk_preflight(struct bench_options *opt)
 {
 	struct zh_bench_dpdk_config *cfg = &opt->port_cfg;
+	int rc = zh_bench_dpdk_preflight(opt->src_text, opt->eal_argc, opt->eal_argv, cfg);
 
-	if (inet_pton(AF_INET, opt->src_text, &cfg->src_ip) != 1) {
-		fprintf(stderr, "zerohop-bench: --src '%s' is not an IPv4 address\n", opt->src_text);
-		return -EINVAL;
-	}
-	if (!zh_cli_dest_allowed(cfg->src_ip)) {
-		fprintf(stderr, "zerohop-bench: refusing to send from %s: only 198.18.0.0/15 (the dev network) "
-			"and 127.0.0.0/8 are allowed\n", opt->src_text);
-		return -EPERM;
-	}
-	if (!zh_bench_dpdk_eal_args_safe(opt->eal_argc, opt->eal_argv)) {
-		fprintf(stderr, "zerohop-bench: refusing to start the EAL without --no-pci or an allow-list "
-			"(-a/--allow) after --: it would probe this machine's PCI devices\n");
-		return -EPERM;
-	}
+	if (rc)
+		return rc;
 	cfg->dst_ip = opt->dst.sin_addr;
 	cfg->dst_port = opt->dst.sin_port;
 	return 0;

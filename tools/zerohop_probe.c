@@ -30,8 +30,17 @@
  * --seconds and the whole run by --max-seconds; destinations are limited to the benchmarking range
  * 198.18.0.0/15 (the dev network) and the loopback.
  *
+ * --dpdk sends and receives through a DPDK port on the client's veth instead of the kernel's UDP stack
+ * (tools/zh_bench_dpdk.c, zerohop-bench's port: af_xdp or af_packet, frames and checksums built in
+ * software, ARP), so that the client's kernel stack leaves the first and last stages. Only the transport
+ * changes: the stamps stay the probe's own TSC reads (the module's nanosecond clock is not used), and
+ * every mode runs as over the socket. One port goes to one destination, so --dpdk takes one target;
+ * the EAL's -l chooses the probe's core and pins it, so --dpdk takes no --cpu. The EAL never starts
+ * without --no-pci or an allow-list, nor with a source or destination outside the allowed ranges.
+ *
  * Exit status: 0 the run finished, 1 an I/O error, a target that gave no traced answer, or a failed
- * --csv, --raw or --plot, 2 a usage error or a refused destination.
+ * --csv, --raw or --plot, 2 a usage error, a refused destination or source, or EAL arguments without
+ * --no-pci or an allow-list.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -58,6 +67,7 @@
 #include "zh_clock.h"
 #include "zh_proto.h"
 #include "zh_cli.h"
+#include "zh_bench_dpdk.h"
 
 #define EXIT_RUN_OK 0
 #define EXIT_RUN_ERROR 1
@@ -93,6 +103,11 @@
 /* Open loop: sends in a row before answers are taken again, and answers taken in a row. */
 #define SEND_BURST_MAX 64u
 #define TAKE_BURST_MAX 256u
+/* --dpdk: the one UDP source port (one flow, as the kernel mode's one socket), how long ARP may take to
+ * find the appliance's MAC, and the frames taken from the port per poll. */
+#define DPDK_SRC_PORT 49152u
+#define DPDK_ARP_WAIT_MS 3000u
+#define DPDK_RX_BURST 32u
 /* A wait wakes at least this often to see its deadline. */
 #define WAKE_MAX_NS 1000000ull
 /* A sleep ends this much early and the rest is spun: a timer wake-up is late by tens of microseconds
@@ -290,6 +305,11 @@ struct probe_options {
 	const char *placement_list;
 	uint32_t target_arg_count;
 	const char *target_args[TARGETS_MAX];
+	int dpdk;                 /* --dpdk: a DPDK port instead of a kernel UDP socket */
+	const char *src_text;     /* --dpdk: --src, the client's address */
+	struct zh_bench_dpdk_config port_cfg; /* --dpdk: --dst-mac, and the rest once the target is known */
+	int eal_argc;             /* the arguments after --, behind the program's name */
+	char **eal_argv;
 };
 
 struct probe {
@@ -304,6 +324,10 @@ struct probe {
 	uint64_t timeout_tsc;
 	int truncated;               /* --max-seconds ended the run before every point */
 	FILE *raw;
+	struct zh_bench_dpdk *port;  /* --dpdk: the open port; NULL before it opens and once it is closed */
+	int port_opened;             /* --dpdk: it opened, so port_stats are its final counters once closed */
+	char port_text[96];          /* --dpdk: the port's name and MAC */
+	struct zh_bench_dpdk_stats port_stats;
 	uint8_t req[ZH_REQ_MAX_BYTES];
 	uint32_t req_size_bytes;
 	uint32_t id_offset;          /* where the 8 bytes of the id sit in req */
@@ -607,6 +631,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: zerohop-probe [options]\n"
+		"       zerohop-probe --dpdk --src A.B.C.D [options] -- EAL-ARGS\n"
 		"  --addr A.B.C.D        appliance address (default 198.18.0.1; only 198.18.0.0/15 and 127.0.0.0/8)\n"
 		"  --port N              appliance UDP port (default 9000)\n"
 		"  --mode MODE           single (default), rate, payload or idle\n"
@@ -638,7 +663,15 @@ static void usage(FILE *out)
 		"  --csv FILE            one row per (point, stage) with every percentile\n"
 		"  --raw FILE            every request's stamps, one row each\n"
 		"  --plot PREFIX         PREFIX-stages.png and PREFIX-percentiles.png, drawn with gnuplot\n"
-		"exit status: 0 done, 1 I/O error, no traced answer or failed output, 2 usage or refused address\n");
+		"  --dpdk                send and receive through a DPDK port instead of a kernel UDP socket; the\n"
+		"                        EAL arguments follow --, must hold --no-pci (or -a/--allow) and name the\n"
+		"                        port, e.g. -- --no-pci --no-shconf --no-telemetry --no-huge -m 256\n"
+		"                        --vdev net_af_xdp0,iface=zh0c -l 1 (-l chooses the probe's core: no --cpu);\n"
+		"                        one target only\n"
+		"  --src A.B.C.D         --dpdk: the client's address (only 198.18.0.0/15 and 127.0.0.0/8)\n"
+		"  --dst-mac MAC         --dpdk: the appliance's MAC (default: asked with ARP)\n"
+		"exit status: 0 done, 1 I/O error, no traced answer or failed output, 2 usage, refused address or\n"
+		"             source, or EAL arguments without --no-pci or an allow-list\n");
 }
 
 /* A comma-separated list of whole numbers in [min, max]. */
@@ -838,11 +871,32 @@ static int resolve_targets(struct probe *p)
 	return 0;
 }
 
+/* --dpdk, before the EAL starts: one port sends to one destination, so one target; the source address
+ * obeys the destination rule, and the EAL arguments keep DPDK off this machine's PCI devices. Returns 0
+ * or an exit status, after saying why. */
+static int dpdk_preflight(struct probe *p)
+{
+	struct zh_bench_dpdk_config *cfg = &p->opt.port_cfg;
+
+	if (!p->opt.dpdk)
+		return 0;
+	if (p->target_count != 1) {
+		fprintf(stderr, "zerohop-probe: --dpdk drives one port toward one appliance: give one target, not "
+			"%u (run the probe once per placement)\n", p->target_count);
+		return EXIT_USAGE;
+	}
+	if (zh_bench_dpdk_preflight(p->opt.src_text, p->opt.eal_argc, p->opt.eal_argv, cfg) != 0)
+		return EXIT_USAGE;
+	cfg->dst_ip = p->targets[0].addr.sin_addr;
+	cfg->dst_port = p->targets[0].addr.sin_port;
+	return 0;
+}
+
 /* In the order of longopts: a bad value's message names longopts[c - O_ADDR]. */
 enum {
 	O_ADDR = 256, O_PORT, O_MODE, O_RATES, O_SIZES, O_GAPS, O_COUNT, O_SECONDS, O_MAX_SECONDS, O_INTERVAL,
 	O_TOKENS, O_MODEL, O_OP, O_TIMEOUT, O_WARMUP, O_SPIN, O_CPU, O_DEVICE_CLOCK, O_PLACEMENT, O_TARGET,
-	O_CTL_SOCKET, O_JSON, O_CSV, O_RAW, O_PLOT, O_NIC_BOUND, O_HELP
+	O_CTL_SOCKET, O_JSON, O_CSV, O_RAW, O_PLOT, O_NIC_BOUND, O_DPDK, O_SRC, O_DST_MAC, O_HELP
 };
 
 static const struct option LONGOPTS[] = {
@@ -872,6 +926,9 @@ static const struct option LONGOPTS[] = {
 	{ "raw", required_argument, NULL, O_RAW },
 	{ "plot", required_argument, NULL, O_PLOT },
 	{ "nic-bound-ns", required_argument, NULL, O_NIC_BOUND },
+	{ "dpdk", no_argument, NULL, O_DPDK },
+	{ "src", required_argument, NULL, O_SRC },
+	{ "dst-mac", required_argument, NULL, O_DST_MAC },
 	{ "help", no_argument, NULL, O_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -933,6 +990,11 @@ static int parse_text_option(int c, const char *arg, struct probe_options *opt, 
 	case O_CSV: opt->csv_path = arg; return 0;
 	case O_RAW: opt->raw_path = arg; return 0;
 	case O_PLOT: opt->plot_prefix = arg; return 0;
+	case O_DPDK: opt->dpdk = 1; return 0;
+	case O_SRC: opt->src_text = arg; return 0;
+	case O_DST_MAC:
+		opt->port_cfg.dst_mac_given = 1;
+		return zh_bench_dpdk_parse_mac(arg, opt->port_cfg.dst_mac);
 	}
 	return parse_number_option(c, arg, opt);
 }
@@ -963,6 +1025,42 @@ static int check_lists(struct probe_options *opt, const struct list_args *lists)
 		opt->points[0] = 0.0;
 		opt->point_count = 1;
 	}
+	return 0;
+}
+
+/* --dpdk and its options go together: the frames need a source address and the EAL its arguments; the
+ * EAL's -l pins the probe, so --cpu would fight it. Returns 0, or EXIT_USAGE after saying why. */
+static int check_dpdk_options(struct probe_options *opt)
+{
+	if (!opt->dpdk) {
+		if (opt->src_text || opt->port_cfg.dst_mac_given) {
+			fprintf(stderr, "zerohop-probe: --src and --dst-mac apply to --dpdk\n");
+			return EXIT_USAGE;
+		}
+		if (opt->eal_argv) {
+			fprintf(stderr, "zerohop-probe: arguments after -- are the EAL's, for --dpdk\n");
+			return EXIT_USAGE;
+		}
+		return 0;
+	}
+	if (!opt->src_text) {
+		fprintf(stderr, "zerohop-probe: --dpdk needs --src (the client's address, e.g. devnet.sh env's "
+			"CLIENT_IP)\n");
+		return EXIT_USAGE;
+	}
+	if (!opt->eal_argv) {
+		fprintf(stderr, "zerohop-probe: --dpdk needs EAL arguments after --, e.g. -- --no-pci --no-shconf "
+			"--no-telemetry --no-huge -m 256 --vdev net_af_xdp0,iface=zh0c -l 1\n");
+		return EXIT_USAGE;
+	}
+	if (opt->cpu >= 0) {
+		fprintf(stderr, "zerohop-probe: --cpu does not apply to --dpdk: the EAL runs the probe on the first "
+			"core of its -l and pins it there\n");
+		return EXIT_USAGE;
+	}
+	opt->port_cfg.src_port_first = DPDK_SRC_PORT;
+	opt->port_cfg.src_port_count = 1;
+	opt->port_cfg.arp_wait_ms = DPDK_ARP_WAIT_MS;
 	return 0;
 }
 
@@ -999,11 +1097,17 @@ static int parse_args(int argc, char **argv, struct probe_options *opt, int *lea
 			return EXIT_USAGE;
 		}
 	}
-	if (optind < argc) {
+	/* After `--` come the EAL's arguments. The EAL wants a program name first: the `--` slot of argv
+	 * (ours to change) takes it. */
+	if (optind > 1 && strcmp(argv[optind - 1], "--") == 0) {
+		argv[optind - 1] = argv[0];
+		opt->eal_argv = &argv[optind - 1];
+		opt->eal_argc = argc - optind + 1;
+	} else if (optind < argc) {
 		fprintf(stderr, "zerohop-probe: unexpected argument: %s\n", argv[optind]);
 		return EXIT_USAGE;
 	}
-	if (check_lists(opt, &lists) != 0)
+	if (check_lists(opt, &lists) != 0 || check_dpdk_options(opt) != 0)
 		return EXIT_USAGE;
 	if (opt->point_seconds == 0.0)
 		opt->point_seconds = opt->mode->open_loop ? RATE_SECONDS_DEFAULT : CLOSED_SECONDS_DEFAULT;
@@ -1415,12 +1519,14 @@ static void handle_nil_answer(struct probe *p, struct point_ctx *ctx, const stru
 	}
 }
 
-static void handle_answer(struct probe *p, struct point_ctx *ctx, ssize_t got, uint64_t recv_tsc)
+/* One datagram's payload, `got` bytes (more than buf holds when the socket truncated it). */
+static void handle_answer(struct probe *p, struct point_ctx *ctx, const uint8_t *buf, uint64_t got,
+			  uint64_t recv_tsc)
 {
 	struct point_result *res = ctx->res;
 	struct answer a;
 
-	if (got > (ssize_t)ZH_ANS_MAX_BYTES || parse_answer(p->rx_buf, (uint32_t)got, &a) != 0) {
+	if (got > ZH_ANS_MAX_BYTES || parse_answer(buf, (uint32_t)got, &a) != 0) {
 		res->malformed++;
 		return;
 	}
@@ -1449,10 +1555,47 @@ static void handle_answer(struct probe *p, struct point_ctx *ctx, ssize_t got, u
 	}
 }
 
-/* Takes every answer waiting on the socket without blocking. Returns how many, or -errno. */
+/* --dpdk: what the port's receive callback needs to hand an answer on. */
+struct dpdk_rx {
+	struct probe *p;
+	struct point_ctx *ctx;
+};
+
+/* The port's rx_ns is the module's nanosecond clock; the probe's stamps are raw TSC ticks, compared with
+ * the appliance's TSC stamps, so each answer is stamped here, as the socket path stamps each recv. */
+static void on_dpdk_answer(void *arg, const uint8_t *payload, uint32_t size, uint64_t rx_ns)
+{
+	struct dpdk_rx *rx = arg;
+	uint64_t recv_tsc = tsc_now_ordered();
+
+	(void)rx_ns;
+	handle_answer(rx->p, rx->ctx, payload, size, recv_tsc);
+}
+
+/* --dpdk: takes what the port holds without waiting (ARP is answered on the way). Returns the frames
+ * taken, answers or not, or -errno. */
+static int take_answers_dpdk(struct probe *p, struct point_ctx *ctx)
+{
+	struct dpdk_rx rx = { .p = p, .ctx = ctx };
+	int taken = 0;
+
+	while (taken < (int)TAKE_BURST_MAX) {
+		int n = zh_bench_dpdk_receive(p->port, DPDK_RX_BURST, on_dpdk_answer, &rx);
+
+		if (n <= 0)
+			return n < 0 ? n : taken;
+		taken += n;
+	}
+	return taken;
+}
+
+/* Takes every answer waiting on the socket (or the port) without blocking. Returns how many, or -errno. */
 static int take_answers(struct probe *p, struct probe_target *t, struct point_ctx *ctx)
 {
 	int taken = 0;
+
+	if (p->port)
+		return take_answers_dpdk(p, ctx);
 
 	while (taken < (int)TAKE_BURST_MAX) {
 		ssize_t got = recv(t->fd, p->rx_buf, sizeof(p->rx_buf), MSG_DONTWAIT | MSG_TRUNC);
@@ -1465,23 +1608,28 @@ static int take_answers(struct probe *p, struct probe_target *t, struct point_ct
 				return taken;
 			return -errno;
 		}
-		handle_answer(p, ctx, got, recv_tsc);
+		handle_answer(p, ctx, p->rx_buf, (uint64_t)got, recv_tsc);
 		taken++;
 	}
 	return taken;
 }
 
 /* Waits until the socket is readable or until_tsc (at most WAKE_MAX_NS). With --spin it returns at once:
- * the caller polls. */
-static void wait_readable(struct probe *p, int fd, uint64_t until_tsc)
+ * the caller polls. A DPDK port has nothing to wait on, so the caller polls it again; without --spin the
+ * probe first yields its core, which a thread of the appliance may share with it on a small machine. */
+static void wait_readable(struct probe *p, const struct probe_target *t, uint64_t until_tsc)
 {
 	uint64_t now = tsc_now();
 
 	if (p->opt.spin || now >= until_tsc)
 		return;
+	if (p->port) {
+		sched_yield();
+		return;
+	}
 	double ns = fmin((double)(until_tsc - now) * p->clock.ns_per_tick, (double)WAKE_MAX_NS);
 	struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)ns };
-	struct pollfd pfd = { .fd = fd, .events = POLLIN, .revents = 0 };
+	struct pollfd pfd = { .fd = t->fd, .events = POLLIN, .revents = 0 };
 
 	(void)ppoll(&pfd, 1, &ts, NULL);
 }
@@ -1509,7 +1657,18 @@ static void idle_for(struct probe *p, uint32_t us, uint64_t end_tsc)
 		;
 }
 
-/* Sends request `seq` of the point. A full socket buffer or an ICMP error is counted, not fatal. */
+/* One request through the DPDK port: 0 sent, 1 the port had no room (counted as the socket's full buffer
+ * is), or -errno. */
+static int send_dpdk(struct probe *p)
+{
+	struct iovec iov = { .iov_base = p->req, .iov_len = p->req_size_bytes };
+	int n = zh_bench_dpdk_send(p->port, &iov, 1);
+
+	return n < 0 ? n : n == 0;
+}
+
+/* Sends request `seq` of the point. A full socket buffer (or port), or an ICMP error, is counted, not
+ * fatal. */
 static int send_request(struct probe *p, struct probe_target *t, struct point_ctx *ctx, uint64_t seq,
 			uint64_t intended_tsc)
 {
@@ -1521,7 +1680,16 @@ static int send_request(struct probe *p, struct probe_target *t, struct point_ct
 	set_request_id(p, ctx->tag << ID_SEQ_BITS | seq);
 	rec->send_tsc = tsc_now();
 	rec->intended_tsc = intended_tsc ? intended_tsc : rec->send_tsc;
-	if (send(t->fd, p->req, p->req_size_bytes, 0) < 0) {
+	if (p->port) {
+		int rc = send_dpdk(p);
+
+		if (rc < 0)
+			return rc;
+		if (rc) {
+			res->send_failed++;
+			return 0;
+		}
+	} else if (send(t->fd, p->req, p->req_size_bytes, 0) < 0) {
 		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS && errno != ECONNREFUSED &&
 		    errno != EINTR)
 			return -errno;
@@ -1565,7 +1733,7 @@ static int run_closed(struct probe *p, struct probe_target *t, uint64_t tag, uin
 			if (rc < 0)
 				return rc;
 			if (rc == 0 && ctx.pending > 0)
-				wait_readable(p, t->fd, deadline);
+				wait_readable(p, t, deadline);
 		}
 		/* Out of time: the request is lost, and an answer that comes later counts as late. */
 		if (p->recs[seq].state == REC_SENT)
@@ -1622,7 +1790,7 @@ static int run_open(struct probe *p, struct probe_target *t, uint64_t tag, doubl
 		/* Wake SLEEP_MARGIN_NS before the next send and spin the rest (wait_readable returns at once
 		 * inside the margin). */
 		if (burst == 0 && taken == 0)
-			wait_readable(p, t->fd, next < planned ? start + (uint64_t)((double)next * period) - margin :
+			wait_readable(p, t, next < planned ? start + (uint64_t)((double)next * period) - margin :
 				      drain_end);
 	}
 	res->seconds = (double)(tsc_now() - start) * p->clock.ns_per_tick / 1e9;
@@ -1957,6 +2125,35 @@ static const char *yes_no(int v)
 	return v < 0 ? "unknown" : v ? "yes" : "no";
 }
 
+/* The transport's name in the CSV and the JSON. */
+static const char *transport_key(const struct probe *p)
+{
+	return p->opt.dpdk ? "dpdk" : "kernel_udp";
+}
+
+static void print_transport(const struct probe *p)
+{
+	const struct zh_bench_dpdk_config *cfg = &p->opt.port_cfg;
+
+	if (!p->opt.dpdk) {
+		printf("transport: kernel UDP socket (the client's kernel stack is in the first and last stages)\n");
+		return;
+	}
+	printf("transport: DPDK port %s, from %s:%u, the appliance's MAC %s; the probe stamps each answer with "
+	       "the TSC as its poll hands it over\n", p->port_text, p->opt.src_text, cfg->src_port_first,
+	       cfg->dst_mac_given ? "given (--dst-mac)" : "by ARP");
+}
+
+/* --dpdk: the port's counters, final once it is closed. */
+static void print_port_stats(const struct probe *p)
+{
+	const struct zh_bench_dpdk_stats *st = &p->port_stats;
+
+	printf("dpdk port %s: not answers %" PRIu64 ", bad checksum %" PRIu64 ", ARP replies %" PRIu64 ", tx full %"
+	       PRIu64 ", mbufs unreturned %" PRIu64 "\n", p->port_text, st->rx_other, st->rx_bad_checksum,
+	       st->arp_replies, st->tx_full, st->mbufs_unreturned);
+}
+
 static void print_header(const struct probe *p)
 {
 	const struct host_clock *c = &p->clock;
@@ -1968,6 +2165,7 @@ static void print_header(const struct probe *p)
 	printf("zerohop-probe: mode %s, %u point(s); each point at most %" PRIu64 " requests and %g s; "
 	       "at most %g s in all\n", p->opt.mode->name, p->opt.point_count, p->opt.count, p->opt.point_seconds,
 	       p->opt.max_seconds);
+	print_transport(p);
 	printf("host clock: TSC %.3f MHz by CLOCK_MONOTONIC over %llu ms (+-%.2f ppm); constant_tsc %s, "
 	       "nonstop_tsc %s\n", c->tsc_hz / 1e6, CALIB_WINDOW_NS / 1000000ull, c->tsc_hz_err_ppm,
 	       yes_no(c->constant_tsc), yes_no(c->nonstop_tsc));
@@ -2207,8 +2405,8 @@ static void write_csv_row(FILE *f, const struct probe *p, const struct probe_tar
 	const struct point_result *res = &t->points[k];
 	const struct stage_stats *st = &res->st[s];
 
-	fprintf(f, "%s,%s,%s,%u,%g,%u,%u,%" PRIu64 ",%" PRIu64 ",%.2f,%s,%d,", t->name, t->addr_text,
-		p->opt.mode->name, k, res->param, res->tokens, res->datagram_bytes, res->sent, res->answered,
+	fprintf(f, "%s,%s,%s,%s,%u,%g,%u,%u,%" PRIu64 ",%" PRIu64 ",%.2f,%s,%d,", t->name, t->addr_text,
+		p->opt.mode->name, transport_key(p), k, res->param, res->tokens, res->datagram_bytes, res->sent, res->answered,
 		100.0 * answered_share(res), STAGES[s].key, res->rows[s] == ROW_MEASURED);
 	if (res->rows[s] == ROW_MEASURED && st->count)
 		fprintf(f, "%" PRIu64 ",%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.2f,", st->count, st->p50_us, st->p90_us,
@@ -2225,7 +2423,7 @@ static int write_csv(const struct probe *p)
 
 	if (!f)
 		return -errno;
-	fprintf(f, "placement,address,mode,point,param,tokens,datagram_bytes,sent,answered,answered_pct,stage,"
+	fprintf(f, "placement,address,mode,transport,point,param,tokens,datagram_bytes,sent,answered,answered_pct,stage,"
 		"calibrated,count,p50_us,p90_us,p99_us,p999_us,max_us,mean_us,share_pct,knee\n");
 	for (uint32_t i = 0; i < p->target_count; i++) {
 		const struct probe_target *t = &p->targets[i];
@@ -2354,6 +2552,26 @@ static void json_clock_map(FILE *f, const struct probe_target *t)
 		zh_clock_drift_ppm(m), m->step_ns, m->rtt_ns);
 }
 
+/* The transport, and with --dpdk the port and its final counters. */
+static void json_transport(FILE *f, const struct probe *p)
+{
+	const struct zh_bench_dpdk_stats *st = &p->port_stats;
+
+	fprintf(f, "  \"transport\": \"%s\",\n  \"dpdk\": ", transport_key(p));
+	if (!p->opt.dpdk) {
+		fprintf(f, "null,\n");
+		return;
+	}
+	fprintf(f, "{\"port\": ");
+	json_str(f, p->port_text);
+	fprintf(f, ", \"src\": ");
+	json_str(f, p->opt.src_text);
+	fprintf(f, ", \"src_port\": %u, \"dst_mac_given\": %s, \"rx_other\": %" PRIu64 ", \"rx_bad_checksum\": %"
+		PRIu64 ", \"arp_replies\": %" PRIu64 ", \"tx_full\": %" PRIu64 ", \"mbufs_unreturned\": %" PRIu64 "},\n",
+		p->opt.port_cfg.src_port_first, p->opt.port_cfg.dst_mac_given ? "true" : "false", st->rx_other,
+		st->rx_bad_checksum, st->arp_replies, st->tx_full, st->mbufs_unreturned);
+}
+
 static void print_json(const struct probe *p)
 {
 	FILE *f = stdout;
@@ -2361,6 +2579,7 @@ static void print_json(const struct probe *p)
 	fprintf(f, "{\n  \"tool\": \"zerohop-probe\",\n  \"mode\": \"%s\",\n  \"truncated\": %s,\n  "
 		"\"nic_rx_timestamp\": %s,\n", p->opt.mode->name, p->truncated ? "true" : "false",
 		nic_split_any(p) ? "true" : "false");
+	json_transport(f, p);
 	if (p->opt.nic_bound_ns)
 		fprintf(f, "  \"nic_bound_ns\": %" PRIu64 ",\n", p->opt.nic_bound_ns);
 	else
@@ -2590,7 +2809,32 @@ static int write_plots(const struct probe *p)
 
 /* ---- main ---- */
 
-/* Clock calibration, records, sockets and the --raw file; the run's deadline counts from `started_ns`. */
+/* --dpdk: the EAL and the port. After the clock's calibration: the EAL pins this thread to the first core
+ * of its -l, and the cross-core bound needs every core the probe may use. Returns 0 or -errno (the module
+ * said why). */
+static int open_port(struct probe *p)
+{
+	int rc = zh_bench_dpdk_open(p->opt.eal_argc, p->opt.eal_argv, &p->opt.port_cfg, &p->port);
+
+	if (rc)
+		return rc;
+	p->port_opened = 1;
+	snprintf(p->port_text, sizeof(p->port_text), "%s", zh_bench_dpdk_describe(p->port));
+	return 0;
+}
+
+/* Closes the port and cleans up the EAL, keeping the port's final counters (the mbufs the pool got back
+ * are known only then, so it is closed before the report). Safe to call again. */
+static void close_port(struct probe *p)
+{
+	if (!p->port)
+		return;
+	zh_bench_dpdk_close(p->port, &p->port_stats);
+	p->port = NULL;
+}
+
+/* Clock calibration, records, sockets (or the DPDK port) and the --raw file; the run's deadline counts
+ * from `started_ns`. */
 static int set_up(struct probe *p, uint64_t started_ns)
 {
 	const struct probe_options *opt = &p->opt;
@@ -2621,18 +2865,19 @@ static int set_up(struct probe *p, uint64_t started_ns)
 			"done_dclk,recv_tsc,nic_rx_tsc\n");
 	}
 	for (uint32_t i = 0; i < p->target_count; i++) {
-		int rc = open_socket(&p->targets[i]);
+		int rc = opt->dpdk ? 0 : open_socket(&p->targets[i]);
 
 		if (rc)
 			return rc;
 		/* The map says which clock the device stamps with before the header says it. */
 		refresh_map(&p->targets[i]);
 	}
-	return 0;
+	return opt->dpdk ? open_port(p) : 0;
 }
 
 static void tear_down(struct probe *p)
 {
+	close_port(p);
 	for (uint32_t i = 0; i < p->target_count; i++)
 		if (p->targets[i].fd > 0)
 			close(p->targets[i].fd);
@@ -2742,6 +2987,8 @@ int main(int argc, char **argv)
 	if (leave)
 		return rc;
 	rc = resolve_targets(p);
+	if (rc == 0)
+		rc = dpdk_preflight(p);
 	if (rc)
 		return rc;
 	if (p->opt.plot_prefix && strpbrk(p->opt.plot_prefix, "'\"\n")) {
@@ -2760,6 +3007,7 @@ int main(int argc, char **argv)
 			print_header(p);
 		rc = measure(p);
 	}
+	close_port(p);
 	if (rc) {
 		fprintf(stderr, "zerohop-probe: %s\n", strerror(-rc));
 		if (p->raw)
@@ -2770,6 +3018,8 @@ int main(int argc, char **argv)
 	if (p->truncated && !p->opt.json)
 		printf("note: %s ended the run before every point was measured in full\n",
 		       stop_signal ? "a signal" : "--max-seconds");
+	if (p->port_opened && !p->opt.json)
+		print_port_stats(p);
 	if (p->opt.json)
 		print_json(p);
 	int failed = write_outputs(p, plot_missing);

@@ -24,6 +24,7 @@
 #include <rte_udp.h>
 
 #include "zh_bench_dpdk.h"
+#include "zh_cli.h"
 
 #define RX_DESC_DEFAULT 1024u
 #define TX_DESC_DEFAULT 1024u
@@ -38,6 +39,8 @@
 #define HDR_BYTES (sizeof(struct rte_ether_hdr) + sizeof(struct rte_ipv4_hdr) + sizeof(struct rte_udp_hdr))
 #define ARP_FRAME_BYTES (sizeof(struct rte_ether_hdr) + sizeof(struct rte_arp_hdr))
 #define IP_TTL_DEFAULT 64u
+/* Messages name the tool that runs the port (zerohop-bench or zerohop-probe), as its own messages do. */
+#define TOOL program_invocation_short_name
 
 struct zh_bench_dpdk {
 	struct zh_bench_dpdk_config cfg;
@@ -73,6 +76,39 @@ int zh_bench_dpdk_eal_args_safe(int eal_argc, char *const *eal_argv)
 		if (strcmp(a, "--no-pci") == 0 || strncmp(a, "-a", 2) == 0 || strcmp(a, "--allow") == 0 ||
 		    strncmp(a, "--allow=", 8) == 0)
 			return 1;
+	}
+	return 0;
+}
+
+int zh_bench_dpdk_parse_mac(const char *text, uint8_t mac[6])
+{
+	unsigned int b[6];
+	int used = 0;
+
+	if (sscanf(text, "%2x:%2x:%2x:%2x:%2x:%2x%n", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &used) != 6 ||
+	    text[used] != '\0' || used != 17)
+		return -EINVAL;
+	for (uint32_t i = 0; i < 6; i++)
+		mac[i] = (uint8_t)b[i];
+	return 0;
+}
+
+int zh_bench_dpdk_preflight(const char *src_text, int eal_argc, char *const *eal_argv,
+			    struct zh_bench_dpdk_config *cfg)
+{
+	if (inet_pton(AF_INET, src_text, &cfg->src_ip) != 1) {
+		fprintf(stderr, "%s: --src '%s' is not an IPv4 address\n", TOOL, src_text);
+		return -EINVAL;
+	}
+	if (!zh_cli_dest_allowed(cfg->src_ip)) {
+		fprintf(stderr, "%s: refusing to send from %s: only 198.18.0.0/15 (the dev network) and "
+			"127.0.0.0/8 are allowed\n", TOOL, src_text);
+		return -EPERM;
+	}
+	if (!zh_bench_dpdk_eal_args_safe(eal_argc, eal_argv)) {
+		fprintf(stderr, "%s: refusing to start the EAL without --no-pci or an allow-list (-a/--allow) "
+			"after --: it would probe this machine's PCI devices\n", TOOL);
+		return -EPERM;
 	}
 	return 0;
 }
@@ -387,13 +423,13 @@ static int port_setup(struct zh_bench_dpdk *d)
 	if (!rc)
 		rc = rte_eth_dev_adjust_nb_rx_tx_desc(d->port_id, &rx_desc, &tx_desc);
 	if (rc) {
-		fprintf(stderr, "zerohop-bench: dpdk: configuring port %u: %s\n", d->port_id, strerror(-rc));
+		fprintf(stderr, "%s: dpdk: configuring port %u: %s\n", TOOL, d->port_id, strerror(-rc));
 		return rc;
 	}
 	d->mbuf_count = rx_desc + tx_desc + MBUF_SLACK;
 	d->pool = pool_create("zh_bench_pool", d->mbuf_count, socket);
 	if (!d->pool) {
-		fprintf(stderr, "zerohop-bench: dpdk: a pool of %u mbufs: %s (with --no-huge, give -m 256)\n",
+		fprintf(stderr, "%s: dpdk: a pool of %u mbufs: %s (with --no-huge, give -m 256)\n", TOOL,
 			d->mbuf_count, rte_strerror(rte_errno));
 		return -ENOMEM;
 	}
@@ -403,13 +439,13 @@ static int port_setup(struct zh_bench_dpdk *d)
 	if (!rc)
 		rc = rte_eth_dev_start(d->port_id);
 	if (rc) {
-		fprintf(stderr, "zerohop-bench: dpdk: starting port %u: %s\n", d->port_id, strerror(-rc));
+		fprintf(stderr, "%s: dpdk: starting port %u: %s\n", TOOL, d->port_id, strerror(-rc));
 		return rc;
 	}
 	d->started = 1;
 	rc = rte_eth_macaddr_get(d->port_id, &d->mac);
 	if (rc) {
-		fprintf(stderr, "zerohop-bench: dpdk: MAC of port %u: %s\n", d->port_id, strerror(-rc));
+		fprintf(stderr, "%s: dpdk: MAC of port %u: %s\n", TOOL, d->port_id, strerror(-rc));
 		return rc;
 	}
 	rte_eth_dev_get_name_by_port(d->port_id, name);
@@ -425,11 +461,11 @@ int zh_bench_dpdk_open(int eal_argc, char **eal_argv, const struct zh_bench_dpdk
 	uint16_t port_id;
 	int rc, used;
 
-	/* DPDK logs to stdout by default; the bench's stdout is its report (one JSON object with --json). */
+	/* DPDK logs to stdout by default; the tool's stdout is its report (one JSON object with --json). */
 	rte_openlog_stream(stderr);
 	used = rte_eal_init(eal_argc, eal_argv);
 	if (used < 0) {
-		fprintf(stderr, "zerohop-bench: dpdk: EAL init failed: %s\n", rte_strerror(rte_errno));
+		fprintf(stderr, "%s: dpdk: EAL init failed: %s\n", TOOL, rte_strerror(rte_errno));
 		return -EINVAL;
 	}
 	tsc_base = rte_rdtsc();
@@ -441,7 +477,7 @@ int zh_bench_dpdk_open(int eal_argc, char **eal_argv, const struct zh_bench_dpdk
 	}
 	d->cfg = *cfg;
 	if (used != eal_argc - 1) {
-		fprintf(stderr, "zerohop-bench: dpdk: '%s' after -- is not an EAL argument\n", eal_argv[used + 1]);
+		fprintf(stderr, "%s: dpdk: '%s' after -- is not an EAL argument\n", TOOL, eal_argv[used + 1]);
 		rc = -EINVAL;
 		goto fail;
 	}
@@ -452,8 +488,8 @@ int zh_bench_dpdk_open(int eal_argc, char **eal_argv, const struct zh_bench_dpdk
 		break;
 	}
 	if (rc) {
-		fprintf(stderr, "zerohop-bench: dpdk: no port: give one with --vdev, e.g. "
-			"--vdev net_af_xdp0,iface=zh0c\n");
+		fprintf(stderr, "%s: dpdk: no port: give one with --vdev, e.g. "
+			"--vdev net_af_xdp0,iface=zh0c\n", TOOL);
 		goto fail;
 	}
 	rc = port_setup(d);
@@ -463,7 +499,7 @@ int zh_bench_dpdk_open(int eal_argc, char **eal_argv, const struct zh_bench_dpdk
 		memcpy(d->dst_mac.addr_bytes, cfg->dst_mac, RTE_ETHER_ADDR_LEN);
 		d->resolved = 1;
 	} else if ((rc = resolve_dst_mac(d)) != 0) {
-		fprintf(stderr, "zerohop-bench: dpdk: %s did not answer ARP within %u ms (give --dst-mac)\n",
+		fprintf(stderr, "%s: dpdk: %s did not answer ARP within %u ms (give --dst-mac)\n", TOOL,
 			inet_ntoa(cfg->dst_ip), cfg->arp_wait_ms);
 		goto fail;
 	}
@@ -482,8 +518,8 @@ void zh_bench_dpdk_thread_attach(void)
 {
 	/* Without an lcore id the thread still works, only without a mempool cache of its own. */
 	if (rte_lcore_id() == LCORE_ID_ANY && rte_thread_register() != 0)
-		fprintf(stderr, "zerohop-bench: dpdk: no lcore id for the sending thread (%s): running without a "
-			"mempool cache\n", rte_strerror(rte_errno));
+		fprintf(stderr, "%s: dpdk: no lcore id for the sending thread (%s): running without a "
+			"mempool cache\n", TOOL, rte_strerror(rte_errno));
 }
 
 void zh_bench_dpdk_thread_detach(void)

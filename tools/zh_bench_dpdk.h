@@ -10,6 +10,8 @@
  * Time is the TSC (rte_rdtsc) converted to nanoseconds with rte_get_tsc_hz(), from the moment the
  * EAL was initialised. Every mbuf the port allocates is handed to the PMD or freed (rejected by the
  * PMD, or received); zh_bench_dpdk_close() reports any the pool is still missing.
+ *
+ * zerohop-bench and zerohop-probe both use it; its messages name the tool that runs it.
  */
 #ifndef ZH_BENCH_DPDK_H
 #define ZH_BENCH_DPDK_H
@@ -50,6 +52,18 @@ struct zh_bench_dpdk_stats {
  * allow-list (-a/--allow). Returns 1 if they do.
  */
 int zh_bench_dpdk_eal_args_safe(int eal_argc, char *const *eal_argv);
+
+/* A MAC as six colon-separated pairs of hex digits ("02:00:00:00:00:01"): 0, or -EINVAL. */
+int zh_bench_dpdk_parse_mac(const char *text, uint8_t mac[6]);
+
+/*
+ * The checks a tool makes before it starts the EAL: `src_text` (--src) is an IPv4 address inside the
+ * ranges a tool may use (zh_cli_dest_allowed), and the EAL arguments keep DPDK off this machine's PCI
+ * devices (zh_bench_dpdk_eal_args_safe). Sets cfg->src_ip. Says why it refuses, on stderr. Returns 0,
+ * -EINVAL (not an address) or -EPERM (refused).
+ */
+int zh_bench_dpdk_preflight(const char *src_text, int eal_argc, char *const *eal_argv,
+			    struct zh_bench_dpdk_config *cfg);
 
 /*
  * Initialise the EAL with eal_argv (eal_argv[0] is the program name; the caller checked the safety
