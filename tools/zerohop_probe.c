@@ -108,6 +108,12 @@
 #define DPDK_SRC_PORT 49152u
 #define DPDK_ARP_WAIT_MS 3000u
 #define DPDK_RX_BURST 32u
+/* --dpdk without --spin: the nap between empty polls of the port. A polling probe that never sleeps takes
+ * the core from whichever appliance thread shares it on a small machine (on the 2-core dev VM, yielding
+ * instead of napping left 300 us in "done -> tx -> client", the rx lcore waiting for the core); naps of
+ * 10 us and less woke so often that the rx lcore beside the probe fell milliseconds behind. 50 us kept
+ * both stages lowest there. The nap's wake-up lands in "done -> tx -> client", as the socket's does. */
+#define DPDK_NAP_NS 50000u
 /* A wait wakes at least this often to see its deadline. */
 #define WAKE_MAX_NS 1000000ull
 /* A sleep ends this much early and the rest is spun: a timer wake-up is late by tens of microseconds
@@ -1615,19 +1621,21 @@ static int take_answers(struct probe *p, struct probe_target *t, struct point_ct
 }
 
 /* Waits until the socket is readable or until_tsc (at most WAKE_MAX_NS). With --spin it returns at once:
- * the caller polls. A DPDK port has nothing to wait on, so the caller polls it again; without --spin the
- * probe first yields its core, which a thread of the appliance may share with it on a small machine. */
+ * the caller polls. A DPDK port has nothing to wait on: the probe naps for at most DPDK_NAP_NS and the
+ * caller polls the port again. */
 static void wait_readable(struct probe *p, const struct probe_target *t, uint64_t until_tsc)
 {
 	uint64_t now = tsc_now();
 
 	if (p->opt.spin || now >= until_tsc)
 		return;
+	double ns = fmin((double)(until_tsc - now) * p->clock.ns_per_tick, (double)WAKE_MAX_NS);
 	if (p->port) {
-		sched_yield();
+		struct timespec nap = { .tv_sec = 0, .tv_nsec = (long)fmin(ns, (double)DPDK_NAP_NS) };
+
+		nanosleep(&nap, NULL);
 		return;
 	}
-	double ns = fmin((double)(until_tsc - now) * p->clock.ns_per_tick, (double)WAKE_MAX_NS);
 	struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)ns };
 	struct pollfd pfd = { .fd = t->fd, .events = POLLIN, .revents = 0 };
 
