@@ -175,6 +175,7 @@ def test_rate_mode_marks_the_knee_and_writes_csv(net, build, tmp_path):
     knee_lines = [line for line in result.stdout.splitlines() if line.startswith("knee: ")]
     assert len(knee_lines) == 1, result.stdout
     assert "rate req/s" in result.stdout and "client send lag" in result.stdout
+    assert "transport: kernel UDP socket" in result.stdout
 
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -182,6 +183,7 @@ def test_rate_mode_marks_the_knee_and_writes_csv(net, build, tmp_path):
     assert {(r["point"], r["stage"]) for r in rows} == {(p, s) for p in ("0", "1") for s in stages}
     for row in rows:
         assert row["mode"] == "rate" and row["placement"] == "cpu" and row["calibrated"] == "1"
+        assert row["transport"] == "kernel_udp"
         assert float(row["param"]) in (500.0, 2000.0)
         assert int(row["count"]) == int(row["answered"]) > 0
         values = [float(row[k]) for k in ("p50_us", "p90_us", "p99_us", "p999_us", "max_us")]
@@ -226,6 +228,8 @@ def test_payload_idle_and_placement(net, build):
         compared = probe(net, build, "--placement", "cpu,cuda-host", "--count", "200", "--json",
                          "--target", f"cpu={APPLIANCE_IP}:{UDP_PORT}",
                          "--target", f"cuda-host={APPLIANCE_IP}:{UDP_PORT}")
+    # Without --dpdk the report says the kernel socket carried the requests.
+    assert payload["transport"] == "kernel_udp" and payload["dpdk"] is None
     sizes = [p["datagram_bytes"] for p in payload["targets"][0]["points"]]
     assert sizes[0] < sizes[1] < sizes[2] and sizes[2] - sizes[0] >= 255
     assert all(p["answered"] >= 190 for p in payload["targets"][0]["points"])

@@ -175,6 +175,21 @@ def test_probe_dpdk_sigint_cleans_up(net, appliance):
     assert_clean(net)
 
 
+def test_probe_dpdk_max_seconds_bounds_a_silent_run(net, appliance):
+    """Requests to an address nobody has (sent to the appliance's MAC, which drops them): --max-seconds
+    still ends the run on time, the port is closed, and a run without a traced answer fails."""
+    started = time.monotonic()
+    rc, out, err = probe(net, appliance.build, *dpdk(net, "--json", "--addr", "198.18.0.99", "--dst-mac", appliance.mac,
+                                                     "--count", 1000, "--timeout-ms", 100, "--max-seconds", 2))
+    # The calibration, the EAL and the port take a second or two of the run's 2 s; the clean-up follows.
+    assert time.monotonic() - started < 10
+    assert rc == 1 and "gave no traced answer" in err, out + err
+    report = json.loads(out)
+    assert_dpdk_json(report, net)
+    assert report["truncated"]
+    assert_clean(net)
+
+
 @pytest.mark.parametrize("args, message", [
     # EAL arguments without --no-pci (or an allow-list).
     (["--dpdk", "--src", "SRC", "NOPCI"], "refusing to start the EAL without --no-pci"),
