@@ -253,6 +253,14 @@ static int publish_request(struct dp_lcore *lc, struct rte_mbuf *m, const struct
 		local->counters[DP_COUNTER_device_stalled]++;
 		return answer_now(lc, m, info, ZH_STATUS_INTERNAL, "device stalled", local);
 	}
+	/* GPUDirect RDMA on a GPU that does not order the NIC's writes: one flush covers every frame the
+	 * port has completed so far, so the burst's first request takes it before anything is published,
+	 * and a burst of ARP alone takes none. */
+	if (unlikely(lc->flush_payload) && !lc->burst_flushed) {
+		lc->burst_unflushed = gpu_device_flush_payload_writes(lc->dev) != 0;
+		lc->burst_flushed = 1;
+		local->counters[DP_COUNTER_payload_flushes]++;
+	}
 	/* A failed flush leaves the NIC's writes of this burst possibly unseen by the device. */
 	if (unlikely(lc->burst_unflushed)) {
 		local->counters[DP_COUNTER_payload_flush_failed]++;
@@ -322,6 +330,13 @@ static int handle_frame(struct dp_lcore *lc, struct rte_mbuf *m, uint64_t rx_tsc
 	/* One segment, or with header split, headers and payload (dp_port.h). */
 	if (unlikely(m->nb_segs != 1) && !(lc->split && m->nb_segs == 2)) {
 		local->drops[DP_DROP_MULTI_SEGMENT]++;
+		rte_pktmbuf_free(m);
+		return 0;
+	}
+	/* With header split, a first segment from anywhere but the host pool lies in device memory
+	 * (a port that delivered a frame whole to the payload pool): not one byte of it may be read. */
+	if (unlikely(lc->split && m->pool != lc->hdr_pool)) {
+		local->drops[DP_DROP_SPLIT_LAYOUT]++;
 		rte_pktmbuf_free(m);
 		return 0;
 	}
@@ -540,20 +555,27 @@ static void idle_sleep(uint32_t sleep_us)
 static void rx_stamps(struct dp_lcore *lc, struct rte_mbuf **rx, uint16_t n, uint64_t *nic_tsc,
 		      struct dp_stats *local)
 {
-	struct dp_nicclk_map map;
+	const struct dp_nicclk_map *map = &lc->rx_clock_last;
 	uint32_t good = 0, bad = 0;
 
 	if (lc->rx_stamp_flag == 0) {
 		memset(nic_tsc, 0, n * sizeof(*nic_tsc));
 		return;
 	}
-	int mapped = lc->rx_clock && dp_nicclk_read(lc->rx_clock, &map) == 0;
+	/* A burst that meets the control core publishing keeps the previous map, which was valid a
+	 * refresh ago and is still within its horizon (the map refuses stamps past it). */
+	struct dp_nicclk_map fresh;
+	if (lc->rx_clock && dp_nicclk_read(lc->rx_clock, &fresh) == 0) {
+		lc->rx_clock_last = fresh; /* only a whole read replaces it: a failed one may be torn */
+		lc->rx_clock_last_valid = 1;
+	}
+	int mapped = lc->rx_clock_last_valid;
 	for (uint16_t i = 0; i < n; i++) {
 		nic_tsc[i] = 0;
 		if (!(rx[i]->ol_flags & lc->rx_stamp_flag))
 			continue;
 		uint64_t stamp = *RTE_MBUF_DYNFIELD(rx[i], lc->rx_stamp_offset, rte_mbuf_timestamp_t *);
-		if (mapped && dp_nicclk_to_tsc(&map, stamp, &nic_tsc[i]) == 0)
+		if (mapped && dp_nicclk_to_tsc(map, stamp, &nic_tsc[i]) == 0)
 			good++;
 		else
 			bad++;
@@ -583,12 +605,8 @@ static uint32_t poll_once(struct dp_lcore *lc)
 
 		/* Read once per burst: the watchdog's verdict changes on a scale of milliseconds. */
 		lc->device_healthy = gpu_device_healthy(lc->dev);
-		/* GPUDirect RDMA on a GPU that does not order the NIC's writes: one flush covers every
-		 * frame the port has completed so far, so it comes before any of them is published. */
-		if (unlikely(lc->flush_payload)) {
-			lc->burst_unflushed = gpu_device_flush_payload_writes(lc->dev) != 0;
-			local.counters[DP_COUNTER_payload_flushes]++;
-		}
+		/* The flush before READY is taken with the burst's first request (publish_request). */
+		lc->burst_flushed = 0;
 		local.counters[DP_COUNTER_rx_frames] = n;
 		for (uint32_t i = 0; i < PREFETCH_OFFSET && i < n; i++)
 			rte_prefetch0(rte_pktmbuf_mtod(rx[i], void *));

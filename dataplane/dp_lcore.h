@@ -104,6 +104,8 @@ struct dp_lcore {
 	const struct dp_nicclk_pub *rx_clock; /* the port's clock map; NULL: the port does not stamp */
 	uint64_t rx_stamp_flag;
 	int rx_stamp_offset;
+	struct dp_nicclk_map rx_clock_last; /* the last map read whole: used while the writer holds the lock */
+	int rx_clock_last_valid;
 	uint64_t *slot_nic_tsc;           /* [ring.slot_count] */
 	/* Zero-copy tx (answers sent where the device wrote them): set before dp_lcore_init, which
 	 * clears it where the port cannot take it. */
@@ -115,7 +117,9 @@ struct dp_lcore {
 	struct krn_scratch *inline_scratch;
 	int device_healthy;               /* the watchdog's verdict, read once per burst */
 	int split;                        /* the port splits headers (host) from payloads (device memory) */
+	struct rte_mempool *hdr_pool;     /* with split: the host pool every frame's first segment comes from */
 	int flush_payload;                /* flush NIC writes to the device once per burst (gpudirect) */
+	int burst_flushed;                /* this burst's flush was taken */
 	int burst_unflushed;              /* this burst's flush failed: publish nothing from it */
 	int device_clock_is_tsc;          /* 1 when claim/done stamps are TSC (the cpu device) */
 	int inline_consumer_idx;          /* inline mode: the device's quiescent-state slot */

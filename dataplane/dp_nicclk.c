@@ -81,8 +81,10 @@ int dp_nicclk_fit(const struct dp_nicclk *c, struct dp_nicclk_map *out)
 
 		resid_max = fmax(resid_max, resid);
 	}
-	/* Stamps arrive up to one refresh period after the newest sample: the rate's error grows over it. */
-	double bound_tsc = resid_max + rate_err * (double)c->refresh_tsc;
+	/* Stamps are mapped up to the horizon from the newest sample (one refresh period when sampling
+	 * keeps up, longer when the control core is late): the rate's error grows over all of it. */
+	double reach_tsc = fmax((double)c->refresh_tsc, (double)c->horizon_ns * (double)c->tsc_hz / 1e9);
+	double bound_tsc = resid_max + rate_err * reach_tsc;
 	double ns_per_tsc = 1e9 / (double)c->tsc_hz;
 
 	out->base_nic = ref->nic;

@@ -46,15 +46,32 @@ size_t dp_port_payload_bytes(uint16_t queue_count, uint32_t held_mbuf_count)
 	return (size_t)mbuf_count_for(queue_count, RX_DESC_DEFAULT, TX_DESC_DEFAULT, held_mbuf_count) * EXT_ELT_SIZE;
 }
 
+/* A port on the virtual device bus (af_packet, af_xdp, pcap, ring): the CPU copies its frames, so it
+ * has nothing to map for DMA. */
+static int is_virtual_port(const struct rte_eth_dev_info *info)
+{
+	const struct rte_bus *bus = rte_dev_bus(info->device);
+
+	return bus && strcmp(rte_bus_name(bus), "vdev") == 0;
+}
+
 /*
- * Register external payload memory with DPDK and map it for the port's DMA. A port that does not DMA
- * (a virtual one: af_packet copies through the kernel) has no mapping to make: the bus says ENOTSUP.
+ * Register external payload memory with DPDK and map it for the port's DMA. The memory's IOVA is its
+ * virtual address, so IOVA-as-VA is required: in IOVA-as-PA mode (UIO, VFIO without an IOMMU) there is
+ * no bus address to give the NIC for memory DPDK did not allocate, and a NIC told a wrong one would
+ * write anywhere. A virtual port needs no mapping; any other port must take one.
  */
 static int register_ext(struct dp_port *port, const struct rte_eth_dev_info *info, const struct dp_payload_mem *ext,
 			char why[DP_WHY_SIZE])
 {
-	rte_iova_t iova = rte_eal_iova_mode() == RTE_IOVA_VA ? (rte_iova_t)(uintptr_t)ext->addr : RTE_BAD_IOVA;
+	rte_iova_t iova = (rte_iova_t)(uintptr_t)ext->addr;
+	int virtual_port = is_virtual_port(info);
 
+	if (!virtual_port && rte_eal_iova_mode() != RTE_IOVA_VA) {
+		snprintf(why, DP_WHY_SIZE, "external payload memory needs IOVA as VA (vfio-pci with an IOMMU, or a "
+			 "bifurcated driver such as mlx5): port %s runs with IOVA as PA", port->name);
+		return -ENOTSUP;
+	}
 	if (((uintptr_t)ext->addr % ext->page_size_bytes) != 0 || (ext->len_bytes % ext->page_size_bytes) != 0) {
 		snprintf(why, DP_WHY_SIZE, "payload memory is not in whole %zu-byte pages", ext->page_size_bytes);
 		return -EINVAL;
@@ -64,40 +81,35 @@ static int register_ext(struct dp_port *port, const struct rte_eth_dev_info *inf
 		return -rte_errno;
 	}
 	port->ext = *ext;
-	if (rte_dev_dma_map(info->device, ext->addr, iova, ext->len_bytes) == 0) {
-		port->dma_mapped = 1;
-	} else if (rte_errno != ENOTSUP) {
+	if (virtual_port)
+		return 0;
+	if (rte_dev_dma_map(info->device, ext->addr, iova, ext->len_bytes) != 0) {
 		snprintf(why, DP_WHY_SIZE, "rte_dev_dma_map of payload memory for %s: %s", port->name,
 			 rte_strerror(rte_errno));
 		return -rte_errno;
 	}
+	port->dma_mapped = 1;
 	return 0;
 }
 
 /*
- * Header/payload split: the first segment (headers) from a host pool, the rest (the payload) from the
- * external pool. By protocol where the port can split after the UDP header, else at a fixed length.
+ * Header/payload split: the first SPLIT_HEAD_BYTES of every frame (headers) into a host pool, the rest
+ * (the payload) into the external pool. A fixed length rather than a protocol split, on purpose: with
+ * a protocol split a frame that does not match (ARP above all) lands whole in device memory, where the
+ * rx lcore may not read it, and the appliance would stop answering ARP. At 42 bytes an ARP request is
+ * whole in the host segment; what does not fit (802.1Q tags, IPv4 options, ICMP echo data) is a
+ * counted drop_split_layout.
  */
 static int setup_split_rxq(struct dp_port *port, uint16_t q, uint16_t rx_desc, int socket,
 			   const struct rte_eth_dev_info *info, char why[DP_WHY_SIZE])
 {
 	union rte_eth_rxseg segs[2];
 	struct rte_eth_rxconf rxconf = info->default_rxconf;
-	uint32_t ptypes[32];
-	int n = rte_eth_buffer_split_get_supported_hdr_ptypes(port->port_id, ptypes, RTE_DIM(ptypes));
-	uint32_t proto_hdr = 0;
 
-	for (int i = 0; i < n && i < (int)RTE_DIM(ptypes); i++)
-		if ((ptypes[i] & RTE_PTYPE_L4_MASK) == RTE_PTYPE_L4_UDP && (ptypes[i] & RTE_PTYPE_TUNNEL_MASK) == 0)
-			proto_hdr = ptypes[i];
 	memset(segs, 0, sizeof(segs));
 	segs[0].split.mp = port->hdr_pool;
-	if (proto_hdr) {
-		segs[0].split.proto_hdr = proto_hdr;
-	} else {
-		segs[0].split.length = SPLIT_HEAD_BYTES;
-		port->split_head_bytes = SPLIT_HEAD_BYTES;
-	}
+	segs[0].split.length = SPLIT_HEAD_BYTES;
+	port->split_head_bytes = SPLIT_HEAD_BYTES;
 	segs[1].split.mp = port->pool;
 	rxconf.offloads |= RTE_ETH_RX_OFFLOAD_BUFFER_SPLIT;
 	rxconf.rx_seg = segs;
@@ -107,13 +119,16 @@ static int setup_split_rxq(struct dp_port *port, uint16_t q, uint16_t rx_desc, i
 		snprintf(why, DP_WHY_SIZE, "rx queue %u with header split: %s", q, strerror(-rc));
 	return rc;
 }
+
 /* Rx timestamps: brackets per clock sample (the tightest is kept), how often the control core samples,
  * the pause between the two samples taken at start-up (so that the first map is known before the
- * first frame), and how far from the newest sample a stamp may lie and still be mapped. */
+ * first frame), and how far from the newest sample a stamp may lie and still be mapped: three refresh
+ * periods, so that a late control core costs no stamps, and the stated bound covers that reach (a
+ * control core stalled longer leaves stamps unmapped and counted, never mapped beyond their bound). */
 #define CLOCK_SAMPLE_TRIES 8u
 #define CLOCK_REFRESH_MS 100u
 #define CLOCK_STARTUP_GAP_US 20000u
-#define CLOCK_HORIZON_NS 10000000000ull
+#define CLOCK_HORIZON_NS (3ull * CLOCK_REFRESH_MS * 1000000ull)
 
 /*
  * PMDs whose stamps' clock is known without rte_eth_read_clock. Returns 1 and the clock, the units of
@@ -318,6 +333,7 @@ int dp_port_open(struct dp_port *port, uint16_t port_id, uint16_t queue_count, u
 			return -ENOTSUP;
 		}
 		port->split = 1;
+		conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_BUFFER_SPLIT;
 	}
 	/* Spread flows over the queues by the UDP 4-tuple where the port hashes; a port that does
 	 * not (af_packet: the kernel's fanout hash does it) gets no RSS configuration. */
@@ -354,7 +370,8 @@ int dp_port_open(struct dp_port *port, uint16_t port_id, uint16_t queue_count, u
 		if ((size_t)mbuf_count * EXT_ELT_SIZE > ext->len_bytes) {
 			snprintf(why, DP_WHY_SIZE, "payload memory of %zu bytes holds fewer than the %u mbufs needed",
 				 ext->len_bytes, mbuf_count);
-			return -ENOSPC;
+			rc = -ENOSPC;
+			goto fail;
 		}
 		rc = register_ext(port, &info, ext, why);
 		if (rc)
@@ -423,9 +440,7 @@ void dp_port_close(struct dp_port *port)
 
 		/* Unmap before the port closes: the mapping belongs to its device. */
 		if (port->dma_mapped && rte_eth_dev_info_get(port->port_id, &info) == 0)
-			rte_dev_dma_unmap(info.device, port->ext.addr,
-					  rte_eal_iova_mode() == RTE_IOVA_VA ? (rte_iova_t)(uintptr_t)port->ext.addr
-									     : RTE_BAD_IOVA,
+			rte_dev_dma_unmap(info.device, port->ext.addr, (rte_iova_t)(uintptr_t)port->ext.addr,
 					  port->ext.len_bytes);
 		port->dma_mapped = 0;
 		rte_eth_dev_close(port->port_id);

@@ -53,7 +53,7 @@ struct dp_port {
 	int started;
 	int rss;          /* the port spreads flows over its queues by hash */
 	int split;        /* frames arrive as two segments: headers (host), payload (external memory) */
-	uint16_t split_head_bytes; /* fixed split point, or 0 when the port splits after the UDP header */
+	uint16_t split_head_bytes; /* the split point: bytes of each frame in the host segment */
 	int dma_mapped;   /* external memory was mapped for the port's DMA (a virtual port needs none) */
 	struct dp_payload_mem ext;       /* external payload memory, registered; addr NULL if none */
 	/* Rx timestamps. no_rx_stamp is set before dp_port_open (which keeps it); the rest it fills. */

@@ -545,13 +545,11 @@ static void print_startup(const struct options *opt, const struct dp_port *port,
 
 		if (!port->split)
 			snprintf(split, sizeof(split), "no header split (the CPU may read it)");
-		else if (port->split_head_bytes)
-			snprintf(split, sizeof(split), "headers split off at %u bytes", port->split_head_bytes);
 		else
-			snprintf(split, sizeof(split), "headers split off after UDP");
+			snprintf(split, sizeof(split), "headers split off at %u bytes", port->split_head_bytes);
 		printf("zerohopd: payloads in external %s memory: %zu KiB in %zu KiB pages, registered with DPDK, %s, %s\n",
 		       port->ext.cpu_readable ? "host" : "GPU", port->ext.len_bytes >> 10, port->ext.page_size_bytes >> 10,
-		       port->dma_mapped ? "mapped for the port's DMA (rte_dev_dma_map)" : "no DMA mapping (the port's bus takes none)", split);
+		       port->dma_mapped ? "mapped for the port's DMA (rte_dev_dma_map)" : "no DMA mapping (a virtual port: the CPU copies its frames)", split);
 	}
 	for (uint32_t i = 0; i < opt->gpu.models.count; i++)
 		print_model(&opt->gpu.models.models[i], &opt->model_args[i], opt->gpu.model_arena_floats[i], i == 0);
@@ -577,7 +575,9 @@ static uint32_t effective_config(const struct options *opt, char (*store)[2][160
 	KV("network.udp_port", "%u", opt->udp_port);
 	KV("network.port_id", "%u", opt->port_id);
 	KV("device.kind", "%s", gpu_device_kind_name(opt->gpu.kind));
-	KV("device.payload_memory", "%s", opt->gpu.payload_memory == GPU_PAYLOAD_EXTERNAL ? "external" : "pool");
+	/* cuda-gpudirect's payloads are always external, whatever was asked. */
+	KV("device.payload_memory", "%s", opt->gpu.payload_memory == GPU_PAYLOAD_EXTERNAL ||
+	   opt->gpu.kind == GPU_KIND_CUDA_GPUDIRECT ? "external" : "pool");
 	KV("device.workers", "%u", opt->gpu.worker_count);
 	KV("device.ring_slots", "%u", opt->gpu.ring_slot_count);
 	KV("device.idle", "%s", opt->idle == DP_IDLE_BACKOFF ? "backoff" : "poll");
@@ -754,6 +754,7 @@ int main(int argc, char **argv)
 		lc->acl = opt.acl;
 		lc->zero_copy = !opt.tx_copy;
 		lc->split = port.split;
+		lc->hdr_pool = port.hdr_pool;
 		lc->flush_payload = payload.needs_flush;
 		if (port.rx_stamp == DP_RX_STAMP_NIC) {
 			lc->rx_clock = &port.clock.pub;

@@ -547,14 +547,14 @@ extern "C" int gpu_cuda_stop(struct gpu_cuda *c, uint32_t timeout_ms)
 	return 0;
 }
 
-extern "C" void gpu_cuda_close(struct gpu_cuda *c)
+extern "C" int gpu_cuda_close(struct gpu_cuda *c)
 {
 	if (!c)
-		return;
+		return 0;
 	if (c->launched && gpu_cuda_stop(c, 1000) != 0) {
 		/* The kernel did not stop: its memory may still be in use. Leave it to process exit. */
 		fprintf(stderr, "zerohopd: CUDA kernel did not stop; leaving its memory mapped\n");
-		return;
+		return -EBUSY;
 	}
 	for (uint32_t i = 0; i < c->region_count; i++)
 		if (c->regions[i].host_base != (uintptr_t)c->payload_dev)
@@ -579,6 +579,7 @@ extern "C" void gpu_cuda_close(struct gpu_cuda *c)
 	free(c->heartbeat_seen);
 	free(c->heartbeat_change_ns);
 	free(c);
+	return 0;
 }
 
 extern "C" int gpu_cuda_register_host(struct gpu_cuda *c, void *addr, size_t len, char *why, size_t why_size)

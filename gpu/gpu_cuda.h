@@ -56,7 +56,9 @@ int gpu_cuda_open(const struct gpu_cuda_params *params, struct gpu_cuda **out, s
 int gpu_cuda_start(struct gpu_cuda *c, char *why, size_t why_size);
 /* Raise the stop flag and wait up to timeout_ms for the kernel to exit: 0, or -ETIMEDOUT. */
 int gpu_cuda_stop(struct gpu_cuda *c, uint32_t timeout_ms);
-void gpu_cuda_close(struct gpu_cuda *c);
+/* 0, or -EBUSY when the kernel would not stop: then its memory is left mapped (leaked, on purpose), and
+ * host memory registered with it must not be unmapped either. */
+int gpu_cuda_close(struct gpu_cuda *c);
 
 /* Register host memory that will hold request payloads (an mbuf pool's memory), mapped for the GPU. */
 int gpu_cuda_register_host(struct gpu_cuda *c, void *addr, size_t len, char *why, size_t why_size);

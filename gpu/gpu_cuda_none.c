@@ -53,9 +53,10 @@ int gpu_cuda_stop(struct gpu_cuda *c, uint32_t timeout_ms)
 	return 0;
 }
 
-void gpu_cuda_close(struct gpu_cuda *c)
+int gpu_cuda_close(struct gpu_cuda *c)
 {
 	(void)c;
+	return 0;
 }
 
 int gpu_cuda_register_host(struct gpu_cuda *c, void *addr, size_t len, char *why, size_t why_size)

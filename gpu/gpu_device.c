@@ -760,7 +760,8 @@ void gpu_device_close(struct gpu_device *dev)
 	if (!dev)
 		return;
 	gpu_device_stop(dev);
-	gpu_cuda_close(dev->cuda);
+	/* A CUDA kernel that would not stop may still read host payload memory registered with it. */
+	int cuda_busy = gpu_cuda_close(dev->cuda) != 0;
 	for (uint32_t i = 0; dev->workers && i < dev->worker_count; i++)
 		free(dev->workers[i].scratch.model_state);
 	free(dev->workers);
@@ -768,7 +769,7 @@ void gpu_device_close(struct gpu_device *dev)
 		free(dev->retired[i]);
 	free(dev->current);
 	free(dev->ring_mem);
-	if (dev->payload_host_map)
+	if (dev->payload_host_map && !cuda_busy)
 		munmap(dev->payload_host_map, dev->payload.len_bytes);
 	free(dev);
 }

@@ -27,7 +27,7 @@
 
 #define TSC_HZ 3000000000ull           /* 3 GHz: 3 ticks per ns */
 #define REFRESH_TSC (TSC_HZ / 10)      /* a fit every 100 ms */
-#define HORIZON_NS 10000000000ull      /* 10 s */
+#define HORIZON_NS 300000000ull        /* 300 ms: three refresh periods, as dp_port maps them */
 #define STEP_NS 100000000ull           /* samples 100 ms apart */
 
 /* |a - b| as a signed TSC difference. */
@@ -90,10 +90,12 @@ static void test_exact_line(void)
 	uint64_t nic = 1000000000000ull + 7 * STEP_NS + 50000000ull;
 	CHECK(dp_nicclk_to_tsc(&m, nic, &tsc) == 0);
 	CHECK(tsc_dist(tsc, 77777777777ull + ns_to_tsc(7 * STEP_NS + 50000000ull)) <= 2);
-	/* And one before the first sample, on the other side of the base. */
-	CHECK(dp_nicclk_to_tsc(&m, 1000000000000ull - 1000, &tsc) == 0);
-	CHECK(tsc_dist(tsc, 77777777777ull - 3000) <= 2);
-	/* The bound: half a bracket (15 ticks = 5 ns) plus the rate's error over a refresh, no more
+	/* And one before the newest sample, on the other side of the base. */
+	CHECK(dp_nicclk_to_tsc(&m, 1000000000000ull + 7 * STEP_NS - 1000, &tsc) == 0);
+	CHECK(tsc_dist(tsc, 77777777777ull + ns_to_tsc(7 * STEP_NS) - 3000) <= 2);
+	/* The first sample lies 700 ms back, past the 300 ms horizon the bound covers: refused. */
+	CHECK(dp_nicclk_to_tsc(&m, 1000000000000ull - 1000, &tsc) == -1);
+	/* The bound: half a bracket (15 ticks = 5 ns) plus the rate's error over the horizon, no more
 	 * than a few ns on a clean line. */
 	CHECK(m.bound_ns >= 5 && m.bound_ns <= 20);
 }
@@ -123,8 +125,8 @@ static void test_rate_drift(void)
 	CHECK(m.bound_ns < 1000);
 }
 
-/* Jittered samples (brackets of varying width, the NIC read anywhere inside): every stamp in and just
- * past the window maps within the bound the fit states. */
+/* Jittered samples (brackets of varying width, the NIC read anywhere inside): every stamp within the
+ * horizon before the newest sample and a refresh past it maps within the bound the fit states. */
 static void test_jitter_within_bound(void)
 {
 	struct dp_nicclk c;
@@ -144,8 +146,10 @@ static void test_jitter_within_bound(void)
 	}
 	CHECK_U64(c.sample_count, DP_NICCLK_SAMPLES_MAX);
 	CHECK(dp_nicclk_fit(&c, &m) == 0);
+	/* From 250 ms before the newest sample (inside the horizon) to one refresh after it. */
+	uint64_t newest_ns = (DP_NICCLK_SAMPLES_MAX + 4) * STEP_NS;
 	for (uint32_t k = 0; k < 1000; k++) {
-		uint64_t off_ns = 5 * STEP_NS + (uint64_t)k * (DP_NICCLK_SAMPLES_MAX * STEP_NS) / 1000;
+		uint64_t off_ns = newest_ns - 250000000ull + (uint64_t)k * (250000000ull + STEP_NS) / 1000;
 		uint64_t truth = 555555555ull + ns_to_tsc(off_ns);
 
 		if (dp_nicclk_to_tsc(&m, 123456789ull + off_ns, &tsc) != 0 ||
@@ -171,9 +175,9 @@ static void test_counter_wrap(void)
 	CHECK(m.base_nic < nic0); /* the newest sample is past the wrap */
 	CHECK(dp_nicclk_to_tsc(&m, nic0 + 7 * STEP_NS, &tsc) == 0);
 	CHECK(tsc_dist(tsc, (1ull << 40) + ns_to_tsc(7 * STEP_NS)) <= 2);
-	/* A stamp from before the wrap maps backwards across it. */
-	CHECK(dp_nicclk_to_tsc(&m, nic0 + 1, &tsc) == 0);
-	CHECK(tsc_dist(tsc, (1ull << 40) + 3) <= 2);
+	/* A stamp from just before the wrap (within the horizon) maps backwards across it. */
+	CHECK(dp_nicclk_to_tsc(&m, nic0 + 3 * STEP_NS - 1000, &tsc) == 0);
+	CHECK(tsc_dist(tsc, (1ull << 40) + ns_to_tsc(3 * STEP_NS) - 3000) <= 2);
 }
 
 /* Microsecond stamps (net_pcap's) on a clock sampled in ns: scale 1000, the truncation in the bound. */

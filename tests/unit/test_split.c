@@ -184,6 +184,15 @@ static void test_split_drops(void)
 	/* The payload begins in the header segment: the device could not read it as one run. */
 	CHECK_U64(exchange(split_frame(f, size, HEAD_BYTES + 4, good), out, 4), 0);
 	CHECK_U64(drops(DP_DROP_SPLIT_LAYOUT), layout + 2);
+	/* A frame delivered whole to the payload pool (device memory): dropped unread. */
+	struct rte_mbuf *whole = rte_pktmbuf_alloc(payload_pool);
+	CHECK(whole != NULL);
+	if (whole) {
+		memcpy(rte_pktmbuf_append(whole, (uint16_t)size), f, size);
+		whole->ol_flags = good;
+		CHECK_U64(exchange(whole, out, 4), 0);
+		CHECK_U64(drops(DP_DROP_SPLIT_LAYOUT), layout + 3);
+	}
 	/* Three segments are no split this port makes. */
 	struct rte_mbuf *m = split_frame(f, size, HEAD_BYTES, good);
 	struct rte_mbuf *extra = rte_pktmbuf_alloc(payload_pool);
@@ -269,6 +278,7 @@ int main(int argc, char **argv)
 	lc.device_healthy = 1;
 	lc.zero_copy = 1;
 	lc.split = 1;          /* what dp_port sets for a port that splits */
+	lc.hdr_pool = hdr_pool;
 	lc.flush_payload = 1;  /* the cpu device needs no flush: the call must still run and succeed */
 	lc.self.mac = port.mac;
 	lc.self.ip = rte_cpu_to_be_32(RTE_IPV4(198u, 18u, 0u, 1u));
