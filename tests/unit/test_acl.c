@@ -19,36 +19,14 @@
 
 #define TEST_NAME "test_acl"
 
-static const char *case_name = "";
-static unsigned long checks_passed;
-static unsigned long checks_failed;
+#include "zh_check.h"
 
-#define CHECK(cond)                                                                          \
-	do {                                                                                 \
-		if (cond) {                                                                  \
-			checks_passed++;                                                     \
-		} else {                                                                     \
-			checks_failed++;                                                     \
-			fprintf(stderr, "%s:%d: [%s] check failed: %s\n", __FILE__, __LINE__, \
-				case_name, #cond);                                           \
-		}                                                                            \
-	} while (0)
-
-#define CHECK_TEXT(cond, text)                                                                  \
-	do {                                                                                    \
-		if (cond) {                                                                     \
-			checks_passed++;                                                        \
-		} else {                                                                        \
-			checks_failed++;                                                        \
-			fprintf(stderr, "%s:%d: [%s] check failed for \"%s\": %s\n", __FILE__, \
-				__LINE__, case_name, text, #cond);                              \
-		}                                                                               \
-	} while (0)
-
-#define RUN(fn)                  \
-	do {                     \
-		case_name = #fn; \
-		fn();            \
+#define CHECK_TEXT(cond, text)                                                                     \
+	do {                                                                                       \
+		if (cond)                                                                          \
+			checks_passed++;                                                           \
+		else                                                                               \
+			check_failed(__FILE__, __LINE__, "check failed for \"%s\": %s", text, #cond); \
 	} while (0)
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -236,10 +214,5 @@ int main(void)
 	RUN(test_slash32);
 	RUN(test_slash15_boundaries);
 	RUN(test_several);
-	if (checks_failed) {
-		printf("%s: %lu of %lu checks failed\n", TEST_NAME, checks_failed, checks_failed + checks_passed);
-		return 1;
-	}
-	printf("%s: %lu checks passed\n", TEST_NAME, checks_passed);
-	return 0;
+	return check_summary();
 }

@@ -14,17 +14,12 @@
 #include <string.h>
 #include <time.h>
 
+#define TEST_NAME "test_clock"
 #include "zh_check.h"
 #include "zh_clock.h"
 
-#define TEST_NAME "test_clock"
 #define TSC_HZ 3000000000ull /* 3 ticks per ns: easy arithmetic */
 
-#define RUN(fn)                  \
-	do {                     \
-		case_name = #fn; \
-		fn();            \
-	} while (0)
 
 static void test_bracket(void)
 {
@@ -245,10 +240,5 @@ int main(void)
 	RUN(test_identity);
 	RUN(test_calibrate_keeps_the_tightest);
 	RUN(test_live_monotonic);
-	if (checks_failed) {
-		printf("%s: %lu of %lu checks failed\n", TEST_NAME, checks_failed, checks_failed + checks_passed);
-		return 1;
-	}
-	printf("%s: %lu checks passed\n", TEST_NAME, checks_passed);
-	return 0;
+	return check_summary();
 }

@@ -27,6 +27,7 @@
 
 /* ---- checks ---------------------------------------------------------------------------------- */
 
+#define TEST_NAME "test_config"
 #include "zh_check.h"
 
 #define CHECK_STR(a, b)                                                                              \
@@ -38,11 +39,6 @@
 			check_failed(__FILE__, __LINE__, "%s == %s: \"%s\" != \"%s\"", #a, #b, a_, b_); \
 	} while (0)
 
-#define RUN(fn)                  \
-	do {                     \
-		case_name = #fn; \
-		fn();            \
-	} while (0)
 
 /* ---- files ----------------------------------------------------------------------------------- */
 

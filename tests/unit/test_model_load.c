@@ -51,11 +51,6 @@
 			check_failed(__FILE__, __LINE__, "why \"%s\" does not start with \"%s\"", w_, p_); \
 	} while (0)
 
-#define RUN(fn)                  \
-	do {                     \
-		case_name = #fn; \
-		fn();            \
-	} while (0)
 
 static uint64_t now_ns(void)
 {

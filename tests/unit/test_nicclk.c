@@ -16,14 +16,9 @@
 #include <string.h>
 
 #include "dp_nicclk.h"
+#define TEST_NAME "test_nicclk"
 #include "zh_check.h"
 
-#define TEST_NAME "test_nicclk"
-#define RUN(fn)               \
-	do {                  \
-		case_name = #fn; \
-		fn();         \
-	} while (0)
 
 #define TSC_HZ 3000000000ull           /* 3 GHz: 3 ticks per ns */
 #define REFRESH_TSC (TSC_HZ / 10)      /* a fit every 100 ms */
@@ -290,10 +285,5 @@ int main(void)
 	RUN(test_usec_stamps);
 	RUN(test_horizon_and_backwards);
 	RUN(test_seqlock);
-	if (checks_failed) {
-		printf("%s: %lu of %lu checks failed\n", TEST_NAME, checks_failed, checks_failed + checks_passed);
-		return 1;
-	}
-	printf("%s: %lu checks passed\n", TEST_NAME, checks_passed);
-	return 0;
+	return check_summary();
 }

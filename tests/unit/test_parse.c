@@ -40,11 +40,6 @@
 
 #include "zh_check.h"
 
-#define RUN(fn)                  \
-	do {                     \
-		case_name = #fn; \
-		fn();            \
-	} while (0)
 
 /* ---- frames on the wire ---------------------------------------------------------------------- */
 
@@ -1293,10 +1288,5 @@ int main(void)
 	RUN(test_udp_checksum);
 	RUN(test_rx_flags);
 	RUN(test_drop_coverage);
-	if (checks_failed) {
-		printf("%s: %lu of %lu checks failed\n", TEST_NAME, checks_failed, checks_failed + checks_passed);
-		return 1;
-	}
-	printf("%s: %lu checks passed\n", TEST_NAME, checks_passed);
-	return 0;
+	return check_summary();
 }

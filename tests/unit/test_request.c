@@ -51,11 +51,6 @@
 				     a_ ? a_ : "(null)", b_ ? b_ : "(null)");                    \
 	} while (0)
 
-#define RUN(fn)                  \
-	do {                     \
-		case_name = #fn; \
-		fn();            \
-	} while (0)
 
 /* ---- helpers --------------------------------------------------------------------------------- */
 
@@ -1902,10 +1897,5 @@ int main(void)
 	RUN(test_answer_error);
 	RUN(test_serve_echo);
 	RUN(test_round_trip);
-	if (checks_failed) {
-		printf("%s: %lu of %lu checks failed\n", TEST_NAME, checks_failed, checks_failed + checks_passed);
-		return 1;
-	}
-	printf("%s: %lu checks passed\n", TEST_NAME, checks_passed);
-	return 0;
+	return check_summary();
 }

@@ -57,11 +57,6 @@ ZH_STATIC_ASSERT(ANS_STRIDE_BYTES >= ZH_ANS_MAX_BYTES, "an answer buffer holds a
 			check_failed(__FILE__, __LINE__, "%s == %s: %p != %p", #a, #b, a_, b_); \
 	} while (0)
 
-#define RUN(fn)                   \
-	do {                      \
-		case_name = #fn;  \
-		fn();             \
-	} while (0)
 
 /* Name the case that hung; only async-signal-safe calls here. */
 static void watchdog_fired(int sig)

@@ -34,11 +34,6 @@
 #define TEST_NAME "test_split"
 #include "zh_check.h"
 
-#define RUN(fn)                  \
-	do {                     \
-		case_name = #fn; \
-		fn();            \
-	} while (0)
 
 #define RING_SIZE 1024u
 #define POOL_SIZE 1023u
@@ -313,10 +308,5 @@ int main(int argc, char **argv)
 	dp_lcore_free(&lc);
 	gpu_device_close(dev);
 	rte_eal_cleanup();
-	if (checks_failed) {
-		printf("%s: %lu of %lu checks failed\n", TEST_NAME, checks_failed, checks_failed + checks_passed);
-		return 1;
-	}
-	printf("%s: %lu checks passed\n", TEST_NAME, checks_passed);
-	return 0;
+	return check_summary();
 }

@@ -97,11 +97,6 @@ static unsigned long cases_skipped;
 				     #a, #b, al_, bl_, i_);                                      \
 	} while (0)
 
-#define RUN(fn)                   \
-	do {                      \
-		case_name = #fn;  \
-		fn();             \
-	} while (0)
 
 static void watchdog_fired(int sig)
 {

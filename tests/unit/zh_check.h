@@ -56,4 +56,23 @@ static void check_failed(const char *file, int line, const char *fmt, ...)
 #define CHECK(cond) CHECK_AT(__LINE__, cond)
 #define CHECK_U64(a, b) CHECK_U64_AT(__LINE__, a, b)
 
+/* Run one case of the test: failures inside it carry its name. */
+#define RUN(fn)                  \
+	do {                     \
+		case_name = #fn; \
+		fn();            \
+	} while (0)
+
+/* The test's last line and its exit status: 1 when any check failed, else 0. TEST_NAME is the
+ * including file's. */
+static inline int check_summary(void)
+{
+	if (checks_failed) {
+		printf("%s: %lu of %lu checks failed\n", TEST_NAME, checks_failed, checks_failed + checks_passed);
+		return 1;
+	}
+	printf("%s: %lu checks passed\n", TEST_NAME, checks_passed);
+	return 0;
+}
+
 #endif /* ZH_CHECK_H */
