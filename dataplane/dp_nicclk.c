@@ -25,6 +25,9 @@ void dp_nicclk_add(struct dp_nicclk *c, uint64_t tsc_before, uint64_t nic, uint6
 {
 	struct dp_nicclk_sample *s = &c->samples[c->sample_head];
 
+	/* A bracket whose end precedes its start (a TSC read moved across cores) brackets nothing. */
+	if (tsc_after < tsc_before)
+		return;
 	s->nic = nic;
 	s->tsc = tsc_before + (tsc_after - tsc_before) / 2;
 	s->width_tsc = tsc_after - tsc_before;

@@ -192,6 +192,12 @@ static inline uint64_t zh_clock_to_tsc(const struct zh_clock_map *m, uint64_t dc
 	}
 	moved = (uint64_t)((unsigned __int128)dist * m->rate_tsc / m->rate_dclk);
 	*bound_ns = m->bound_ns + (uint64_t)(((unsigned __int128)dist * m->rate_bound_ppb + 999999999u) / 1000000000u);
+	/* A stamp that would map before TSC 0 is no stamp of this clock (a zero, a reset device): say so
+	 * with a bound no stage can hide in, rather than wrap to a TSC far in the future. */
+	if (dclk < m->dclk_ref && moved > m->tsc_ref) {
+		*bound_ns = UINT64_MAX;
+		return 0;
+	}
 	return dclk >= m->dclk_ref ? m->tsc_ref + moved : m->tsc_ref - moved;
 }
 
@@ -215,6 +221,9 @@ static inline int zh_clock_calibrate(int (*sample)(void *arg, uint64_t *t0_tsc, 
 		rc = sample(arg, &t0, &d, &t1);
 		if (rc)
 			break;
+		/* An end before the start (the thread moved between cores) brackets nothing. */
+		if (t1 < t0)
+			continue;
 		if (got == 0 || t1 - t0 < best_t1 - best_t0) {
 			best_t0 = t0;
 			best_t1 = t1;

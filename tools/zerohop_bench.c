@@ -25,7 +25,7 @@
  * kernel UDP stack is the bottleneck: EAL arguments follow `--`, one thread polls one queue, and the
  * engine below is the same (requests, matching, modes, report); only how datagrams move and the clock
  * (the TSC) differ, through `struct bench_io` and `now_ns`, both fixed at start-up. The EAL is never
- * started without --no-pci or an allow-list (-a/--allow), so that no run probes this machine's NICs.
+ * started without --no-pci (put first in what the EAL reads, too), so that no run probes this machine's NICs.
  *
  * Exit status: 0 the run finished (lost answers are reported, not failed), 1 an I/O error or a failed
  * --hgrm/--plot, 2 a usage error, a refused destination or source, or EAL arguments without --no-pci.
@@ -287,7 +287,7 @@ static void usage(FILE *out)
 		"  --plot FILE.png      draw the percentile plot with gnuplot\n"
 		"  --title TEXT         the plot's title\n"
 		"  --dpdk               send through a DPDK port, one thread polling one queue; the EAL arguments\n"
-		"                       follow --, must hold --no-pci (or -a/--allow) and name the port, e.g.\n"
+		"                       follow --, must hold --no-pci and name the port, e.g.\n"
 		"                       -- --no-pci --no-huge -m 256 --vdev net_af_xdp0,iface=zh0c -l 0 (add\n"
 		"                       --no-shconf --no-telemetry to leave no runtime directory behind)\n"
 		"  --src A.B.C.D        --dpdk: this client's address (only 198.18.0.0/15 and 127.0.0.0/8)\n"
@@ -295,7 +295,7 @@ static void usage(FILE *out)
 		"  --src-ports N        --dpdk: UDP source ports %u.. used in turn, to spread flows (default %u)\n"
 		"  --self-test          check the histogram's error bound and exit\n"
 		"exit status: 0 finished, 1 I/O error or failed output, 2 usage error, refused destination or\n"
-		"             source, or EAL arguments without --no-pci or an allow-list\n",
+		"             source, or EAL arguments without --no-pci\n",
 		THREADS_MAX, OUTSTANDING_MAX, COUNT_DEFAULT, COUNT_MAX, DURATION_DEFAULT_S, DURATION_MAX_S,
 		TIMEOUT_DEFAULT_MS, BATCH_DEFAULT, BATCH_MAX, VOCAB_DEFAULT, ARP_WAIT_MS, SRC_PORT_FIRST,
 		SRC_PORTS_DEFAULT);
@@ -1571,6 +1571,10 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	if (opt.dpdk && dpdk_preflight(&opt))
 		return EXIT_USAGE;
+	/* Before the EAL: a Ctrl-C while it starts or while ARP is asked must still end in the clean-up
+	 * below (an af_xdp port left open keeps its XDP program on the veth). */
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
 	if (opt.dpdk && dpdk_start(&opt, &res, &port))
 		return EXIT_RUN_ERROR;
 	for (uint32_t i = 0; i < opt.threads && !rc; i++) {
@@ -1579,11 +1583,8 @@ int main(int argc, char **argv)
 		if (rc)
 			fprintf(stderr, "zerohop-bench: thread %u: %s\n", i, strerror(-rc));
 	}
-	if (!rc) {
-		sigaction(SIGINT, &sa, NULL);
-		sigaction(SIGTERM, &sa, NULL);
+	if (!rc)
 		rc = run_threads(threads, &opt, &res);
-	}
 	if (!rc)
 		collect(threads, opt.threads, &res);
 	for (uint32_t i = 0; i < opt.threads; i++) {

@@ -36,11 +36,11 @@
  * changes: the stamps stay the probe's own TSC reads (the module's nanosecond clock is not used), and
  * every mode runs as over the socket. One port goes to one destination, so --dpdk takes one target;
  * the EAL's -l chooses the probe's core and pins it, so --dpdk takes no --cpu. The EAL never starts
- * without --no-pci or an allow-list, nor with a source or destination outside the allowed ranges.
+ * without --no-pci (and puts it first in what the EAL reads), nor with a source or destination outside the allowed ranges.
  *
  * Exit status: 0 the run finished, 1 an I/O error, a target that gave no traced answer, or a failed
  * --csv, --raw or --plot, 2 a usage error, a refused destination or source, or EAL arguments without
- * --no-pci or an allow-list.
+ * --no-pci.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -670,14 +670,14 @@ static void usage(FILE *out)
 		"  --raw FILE            every request's stamps, one row each\n"
 		"  --plot PREFIX         PREFIX-stages.png and PREFIX-percentiles.png, drawn with gnuplot\n"
 		"  --dpdk                send and receive through a DPDK port instead of a kernel UDP socket; the\n"
-		"                        EAL arguments follow --, must hold --no-pci (or -a/--allow) and name the\n"
-		"                        port, e.g. -- --no-pci --no-shconf --no-telemetry --no-huge -m 256\n"
+		"                        EAL arguments follow --, must hold --no-pci and name the port,\n"
+		"                        e.g. -- --no-pci --no-shconf --no-telemetry --no-huge -m 256\n"
 		"                        --vdev net_af_xdp0,iface=zh0c -l 1 (-l chooses the probe's core: no --cpu);\n"
 		"                        one target only\n"
 		"  --src A.B.C.D         --dpdk: the client's address (only 198.18.0.0/15 and 127.0.0.0/8)\n"
 		"  --dst-mac MAC         --dpdk: the appliance's MAC (default: asked with ARP)\n"
 		"exit status: 0 done, 1 I/O error, no traced answer or failed output, 2 usage, refused address or\n"
-		"             source, or EAL arguments without --no-pci or an allow-list\n");
+		"             source, or EAL arguments without --no-pci\n");
 }
 
 /* A comma-separated list of whole numbers in [min, max]. */
@@ -2049,6 +2049,10 @@ static void analyse_point(struct probe *p, struct probe_target *t, uint32_t poin
 		if (rec->state != REC_OK)
 			continue;
 		stage_values(p, t->dclk, mapped ? &t->map : NULL, rec, v, &map_bound_ns);
+		/* A device stamp the map cannot place (zh_clock_to_tsc) tells nothing: leave the record
+		 * out rather than let its bound swallow the point's. */
+		if (map_bound_ns == UINT64_MAX)
+			continue;
 		if (map_bound_ns > map_bound_max_ns)
 			map_bound_max_ns = map_bound_ns;
 		for (uint32_t s = 0; s < STAGE_COUNT; s++)

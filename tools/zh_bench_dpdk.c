@@ -29,6 +29,11 @@
 #define RX_DESC_DEFAULT 1024u
 #define TX_DESC_DEFAULT 1024u
 #define MBUF_CACHE_SIZE 64u
+/* EAL arguments the tools pass on (after --), program name included. */
+#define EAL_ARGS_MAX 64
+/* The largest payload a send takes: one datagram in a 1500-byte MTU, the appliance's largest request
+ * (the mbufs' data room holds it and the headers with room to spare). */
+#define PAYLOAD_MAX_BYTES 1472u
 /* One rx burst and one tx burst in the bench's hands, plus ARP replies, beyond the two rings. */
 #define MBUF_SLACK 256u
 /* The most frames one send or receive call handles (zerohop-bench's --batch is at most 64). */
@@ -70,13 +75,9 @@ uint64_t zh_bench_dpdk_now_ns(void)
 
 int zh_bench_dpdk_eal_args_safe(int eal_argc, char *const *eal_argv)
 {
-	for (int i = 1; i < eal_argc; i++) {
-		const char *a = eal_argv[i];
-
-		if (strcmp(a, "--no-pci") == 0 || strncmp(a, "-a", 2) == 0 || strcmp(a, "--allow") == 0 ||
-		    strncmp(a, "--allow=", 8) == 0)
+	for (int i = 1; i < eal_argc; i++)
+		if (strcmp(eal_argv[i], "--no-pci") == 0)
 			return 1;
-	}
 	return 0;
 }
 
@@ -106,8 +107,9 @@ int zh_bench_dpdk_preflight(const char *src_text, int eal_argc, char *const *eal
 		return -EPERM;
 	}
 	if (!zh_bench_dpdk_eal_args_safe(eal_argc, eal_argv)) {
-		fprintf(stderr, "%s: refusing to start the EAL without --no-pci or an allow-list (-a/--allow) "
-			"after --: it would probe this machine's PCI devices\n", TOOL);
+		fprintf(stderr, "%s: refusing to start the EAL without --no-pci after --: it would probe this "
+			"machine's PCI devices (the client tools drive af_xdp or af_packet ports on kernel "
+			"interfaces, never a PCI device)\n", TOOL);
 		return -EPERM;
 	}
 	return 0;
@@ -162,6 +164,9 @@ int zh_bench_dpdk_send(struct zh_bench_dpdk *d, const struct iovec *payloads, ui
 	struct rte_mbuf *m[BURST_MAX];
 	uint16_t n = (uint16_t)(count < BURST_MAX ? count : BURST_MAX), sent;
 
+	for (uint16_t i = 0; i < n; i++)
+		if (payloads[i].iov_len > PAYLOAD_MAX_BYTES)
+			return -EMSGSIZE;
 	/* An empty pool frees up as answers are received: the bench offers the batch again. */
 	if (n == 0 || rte_pktmbuf_alloc_bulk(d->pool, m, n) != 0) {
 		d->stats.tx_full += n;
@@ -461,9 +466,24 @@ int zh_bench_dpdk_open(int eal_argc, char **eal_argv, const struct zh_bench_dpdk
 	uint16_t port_id;
 	int rc, used;
 
+	/* --no-pci goes first, whatever follows: the check above finds the word, but only the EAL knows
+	 * which of its options take a value, so "--file-prefix --no-pci" would pass it and still probe
+	 * PCI. In front, it is read as an option before anything else. */
+	char *argv_eal[EAL_ARGS_MAX + 2];
+	if (eal_argc < 1 || eal_argc > EAL_ARGS_MAX) {
+		fprintf(stderr, "%s: dpdk: 1 to %u EAL arguments\n", TOOL, EAL_ARGS_MAX);
+		return -EINVAL;
+	}
+	argv_eal[0] = eal_argv[0];
+	argv_eal[1] = (char *)"--no-pci";
+	for (int i = 1; i < eal_argc; i++)
+		argv_eal[i + 1] = eal_argv[i];
+	argv_eal[eal_argc + 1] = NULL;
+	int argc_eal = eal_argc + 1;
+
 	/* DPDK logs to stdout by default; the tool's stdout is its report (one JSON object with --json). */
 	rte_openlog_stream(stderr);
-	used = rte_eal_init(eal_argc, eal_argv);
+	used = rte_eal_init(argc_eal, argv_eal);
 	if (used < 0) {
 		fprintf(stderr, "%s: dpdk: EAL init failed: %s\n", TOOL, rte_strerror(rte_errno));
 		return -EINVAL;
@@ -476,8 +496,8 @@ int zh_bench_dpdk_open(int eal_argc, char **eal_argv, const struct zh_bench_dpdk
 		goto fail_eal;
 	}
 	d->cfg = *cfg;
-	if (used != eal_argc - 1) {
-		fprintf(stderr, "%s: dpdk: '%s' after -- is not an EAL argument\n", TOOL, eal_argv[used + 1]);
+	if (used != argc_eal - 1) {
+		fprintf(stderr, "%s: dpdk: '%s' after -- is not an EAL argument\n", TOOL, argv_eal[used + 1]);
 		rc = -EINVAL;
 		goto fail;
 	}

@@ -48,8 +48,9 @@ struct zh_bench_dpdk_stats {
 };
 
 /*
- * Whether the EAL arguments keep DPDK off this machine's PCI devices: they must hold --no-pci or an
- * allow-list (-a/--allow). Returns 1 if they do.
+ * Whether the EAL arguments keep DPDK off this machine's PCI devices: they must hold --no-pci (the
+ * client tools drive af_xdp or af_packet ports on kernel interfaces, never a PCI device). Returns 1 if
+ * they do. zh_bench_dpdk_open puts --no-pci first in what the EAL reads in any case.
  */
 int zh_bench_dpdk_eal_args_safe(int eal_argc, char *const *eal_argv);
 
@@ -81,8 +82,8 @@ void zh_bench_dpdk_thread_detach(void);
 uint64_t zh_bench_dpdk_now_ns(void);
 
 /*
- * Send each payload in its own datagram. Returns how many the port took (the rest were freed and
- * may be offered again), or -errno.
+ * Send each payload (at most 1472 bytes) in its own datagram. Returns how many the port took (the rest
+ * were freed and may be offered again), or -errno: -EMSGSIZE for a larger payload.
  */
 int zh_bench_dpdk_send(struct zh_bench_dpdk *d, const struct iovec *payloads, uint32_t count);
 

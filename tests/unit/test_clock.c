@@ -74,6 +74,15 @@ static void test_first_pair_is_nominal(void)
 	CHECK_U64(zh_clock_to_tsc(&m, 990000, &bound), 49970000);
 	CHECK_U64(bound, 501);
 	CHECK(zh_clock_drift_ppm(&m) == 0.0);
+	/* A stamp before the reference maps backwards while that stays at or after TSC 0 (stamp 0 lies
+	 * 3,000,000 ticks back here); one that would land before TSC 0 is refused with an unbounded
+	 * error, never wrapped to a TSC far in the future. */
+	CHECK_U64(zh_clock_to_tsc(&m, 0, &bound), 47000000);
+	struct zh_clock_pair late = { .dclk = 1000000000000ull, .tsc = 50000000, .bound_ns = 500 };
+	struct zh_clock_map far = fresh_map();
+	CHECK(zh_clock_map_add(&far, &late, 32, 900) == 0);
+	CHECK_U64(zh_clock_to_tsc(&far, 0, &bound), 0);
+	CHECK_U64(bound, UINT64_MAX);
 }
 
 static void test_two_pairs_give_the_rate(void)
