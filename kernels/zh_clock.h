@@ -66,6 +66,7 @@ struct zh_clock_map {
 	uint64_t first_dclk;      /* the rate's anchor: the first pair of its window */
 	uint64_t first_tsc;
 	uint64_t first_bound_ns;
+	uint64_t rate_span_ns;    /* the span the rate in use was measured over (0 while nominal) */
 };
 
 static inline uint64_t zh_clock_ticks_to_ns(uint64_t ticks, uint64_t tsc_hz)
@@ -151,12 +152,18 @@ static inline int zh_clock_map_add(struct zh_clock_map *m, const struct zh_clock
 	} else if (p->dclk - m->first_dclk >= ZH_CLOCK_RATE_SPAN_NS_MIN) {
 		uint64_t span_ns = p->dclk - m->first_dclk;
 
-		m->rate_tsc = p->tsc - m->first_tsc;
-		m->rate_dclk = span_ns;
-		/* Each end is off by up to its bound: the span is off by up to their sum. */
-		m->rate_bound_ppb = (uint64_t)(((unsigned __int128)(p->bound_ns + m->first_bound_ns) * 1000000000u +
-						span_ns - 1) / span_ns);
-		m->rate_measured = 1;
+		/* A rate over a shorter span than the one in use is a worse rate: after the anchor moves
+		 * (below), the rate measured over the whole last window holds until the new window is
+		 * as long. */
+		if (span_ns >= m->rate_span_ns) {
+			m->rate_tsc = p->tsc - m->first_tsc;
+			m->rate_dclk = span_ns;
+			/* Each end is off by up to its bound: the span is off by up to their sum. */
+			m->rate_bound_ppb = (uint64_t)(((unsigned __int128)(p->bound_ns + m->first_bound_ns) *
+							1000000000u + span_ns - 1) / span_ns);
+			m->rate_measured = 1;
+			m->rate_span_ns = span_ns;
+		}
 		if (span_ns >= ZH_CLOCK_RATE_SPAN_NS_MAX) {
 			m->first_dclk = p->dclk;
 			m->first_tsc = p->tsc;

@@ -127,11 +127,18 @@ static void test_two_pairs_give_the_rate(void)
 	CHECK_U64(m.rate_dclk, 60000000000ull);
 	CHECK_U64(m.dclk_ref, next.dclk);
 	CHECK_U64(m.sample_count, 5);
+	/* One second into the new window is past the 0.5 s minimum, yet a shorter span than the rate in
+	 * use: the 60 s rate and its 17 ppb hold (a 1 s rate would be 1100 ppb). */
+	struct zh_clock_pair second = { .dclk = late.dclk + 1000000000, .tsc = late.tsc + 3000000000ull, .bound_ns = 500 };
+	CHECK(zh_clock_map_add(&m, &second, 0, 0) == 0);
+	CHECK_U64(m.rate_dclk, 60000000000ull);
+	CHECK_U64(m.rate_bound_ppb, 17);
+	CHECK_U64(m.sample_count, 6);
 
 	/* A pair before the anchor on either clock is refused and changes nothing. */
 	struct zh_clock_pair back = { .dclk = 10, .tsc = 20000000000ull, .bound_ns = 1 };
 	CHECK(zh_clock_map_add(&m, &back, 0, 0) == -EINVAL);
-	CHECK_U64(m.sample_count, 5);
+	CHECK_U64(m.sample_count, 6);
 }
 
 static void test_identity(void)
