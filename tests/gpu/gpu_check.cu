@@ -239,6 +239,22 @@ static uint32_t model_request(uint8_t *buf, const char *model, const char *op, c
 	return krn_mp_writer_size(&w, buf);
 }
 
+/* A ring of `slot_count` slots served by `block_count` blocks of `thread_count` threads, with `models`;
+ * everything else zero (cuda-host, no weights). */
+static struct gpu_cuda_params ring_params(const struct krn_models *models, uint32_t slot_count, uint32_t block_count,
+					 uint32_t thread_count)
+{
+	struct gpu_cuda_params params;
+
+	memset(&params, 0, sizeof(params));
+	params.slot_count = slot_count;
+	params.ans_stride_bytes = ANS_STRIDE;
+	params.block_count = block_count;
+	params.thread_count = thread_count;
+	params.models = models;
+	return params;
+}
+
 static void check_models_on_device(void)
 {
 	static struct mgmt_model story;
@@ -282,12 +298,7 @@ static void check_models_on_device(void)
 	struct gpu_cuda_internals in;
 	struct gpu_cuda *cuda = NULL;
 	struct zh_ring ring;
-	memset(&params, 0, sizeof(params));
-	params.slot_count = 16;
-	params.ans_stride_bytes = ANS_STRIDE;
-	params.block_count = 4;
-	params.thread_count = 128;
-	params.models = &models;
+	params = ring_params(&models, 16, 4, 128);
 	params.model_arenas[0] = story.arena;
 	params.model_arena_floats[0] = story.arena_floats;
 	params.model_arenas[1] = rarena.data();
@@ -451,12 +462,7 @@ static void check_ring_under_load(void)
 	struct zh_ring ring;
 	char why[256];
 
-	memset(&params, 0, sizeof(params));
-	params.slot_count = 1024;
-	params.ans_stride_bytes = ANS_STRIDE;
-	params.block_count = 8;
-	params.thread_count = 32;
-	params.models = &models;
+	params = ring_params(&models, 1024, 8, 32);
 	int rc = gpu_cuda_open(&params, &cuda, &ring, why, sizeof(why));
 	CHECK(rc == 0, "ring: open: %s", why);
 	if (rc)
@@ -513,12 +519,7 @@ static void bench_mode(enum mode mode, uint32_t round_trips, std::vector<double>
 	cudaGraph_t graph = NULL;
 	char why[256];
 
-	memset(&params, 0, sizeof(params));
-	params.slot_count = 64;
-	params.ans_stride_bytes = ANS_STRIDE;
-	params.block_count = 1;
-	params.thread_count = 32;
-	params.models = &models;
+	params = ring_params(&models, 64, 1, 32);
 	if (gpu_cuda_open(&params, &cuda, &ring, why, sizeof(why)) != 0) {
 		CHECK(0, "bench: open: %s", why);
 		return;
@@ -602,12 +603,7 @@ static void check_clock(void)
 	struct timespec second = { 1, 0 };
 	char why[256];
 
-	memset(&params, 0, sizeof(params));
-	params.slot_count = 64;
-	params.ans_stride_bytes = ANS_STRIDE;
-	params.block_count = 2;
-	params.thread_count = 32;
-	params.models = &models;
+	params = ring_params(&models, 64, 2, 32);
 	if (gpu_cuda_open(&params, &cuda, &ring, why, sizeof(why)) != 0) {
 		CHECK(0, "clock: open: %s", why);
 		return;
@@ -690,13 +686,8 @@ static void check_gpudirect_payloads(void)
 	size_t len = 0, page = 0;
 	int needs_flush = 0;
 
-	memset(&params, 0, sizeof(params));
+	params = ring_params(&models, 64, 2, 32);
 	params.gpudirect = 1;
-	params.slot_count = 64;
-	params.ans_stride_bytes = ANS_STRIDE;
-	params.block_count = 2;
-	params.thread_count = 32;
-	params.models = &models;
 	int rc = gpu_cuda_open(&params, &cuda, &ring, why, sizeof(why));
 	if (rc == -ENOTSUP) {
 		printf("gpu_check: gpudirect payloads: SKIP: %s\n", why);
