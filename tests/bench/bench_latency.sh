@@ -52,19 +52,10 @@ while [ $# -gt 0 ]; do
 	*) echo "usage: $0 [BUILD_DIR] [--rounds N] [--count N] [--results DIR] [--idle poll|backoff]" >&2; exit 2 ;;
 	esac
 done
-if [ "$(id -u)" != 0 ]; then
-	echo "bench-latency: needs root (network namespaces, af_packet)" >&2
-	exit 2
-fi
-for bin in zerohopd zerohop-bench zerohop-udp-echo; do
-	if [ ! -x "$build/$bin" ]; then
-		echo "bench-latency: $build/$bin is not built (make all)" >&2
-		exit 2
-	fi
-done
-[ -n "$results" ] || results=$build/bench-results/latency-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$results"
-results=$(cd "$results" && pwd)
+BENCH_NAME=bench-latency
+. tests/bench/bench_lib.sh
+bench_require "$build" "network namespaces, af_packet" zerohopd zerohop-bench zerohop-udp-echo
+results=$(bench_results_dir "$results" "$build" latency)
 root=$(pwd)
 
 ip_addr=198.18.0.1
@@ -78,14 +69,7 @@ server_cpu=1
 zh_lcores=${BENCH_LATENCY_LCORES:-0@$client_cpu,1@$server_cpu}
 
 stop_server() {
-	[ -n "$server_pid" ] || return 0
-	kill -TERM "$server_pid" 2>/dev/null || true
-	for _ in $(seq 200); do
-		kill -0 "$server_pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$server_pid" 2>/dev/null || true
-	wait "$server_pid" 2>/dev/null || true
+	bench_stop_pid "$server_pid"
 	server_pid=
 }
 
@@ -99,15 +83,7 @@ trap 'exit 130' INT TERM
 
 # Wait until LOG has a line starting with TEXT, or the server died, or 60 s passed.
 wait_ready() {
-	local log=$1 text=$2
-	for _ in $(seq 600); do
-		grep -q "^$text" "$log" 2>/dev/null && return 0
-		kill -0 "$server_pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	echo "bench-latency: the server did not start:" >&2
-	tail -20 "$log" >&2
-	return 1
+	bench_wait_ready "$1" "$2" "$server_pid"
 }
 
 eval "$(platform/devnet.sh env --name "$zh_net" | sed 's/^/ZH_/')"

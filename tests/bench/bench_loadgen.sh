@@ -42,19 +42,10 @@ while [ $# -gt 0 ]; do
 	*) echo "usage: $0 [BUILD_DIR] [--rounds N] [--count N] [--outstanding N] [--results DIR]" >&2; exit 2 ;;
 	esac
 done
-if [ "$(id -u)" != 0 ]; then
-	echo "bench-loadgen: needs root (network namespaces, af_packet, af_xdp)" >&2
-	exit 2
-fi
-for bin in zerohopd zerohop-bench; do
-	if [ ! -x "$build/$bin" ]; then
-		echo "bench-loadgen: $build/$bin is not built (make all)" >&2
-		exit 2
-	fi
-done
-[ -n "$results" ] || results=$build/bench-results/loadgen-$(date +%Y%m%d-%H%M%S)
-mkdir -p "$results"
-results=$(cd "$results" && pwd)
+BENCH_NAME=bench-loadgen
+. tests/bench/bench_lib.sh
+bench_require "$build" "network namespaces, af_packet, af_xdp" zerohopd zerohop-bench
+results=$(bench_results_dir "$results" "$build" loadgen)
 root=$(pwd)
 
 ip_addr=198.18.0.1
@@ -66,15 +57,7 @@ client_cpu=0
 af_xdp_devargs=${BENCH_LOADGEN_AF_XDP_DEVARGS:-}
 
 cleanup() {
-	if [ -n "$server_pid" ]; then
-		kill -TERM "$server_pid" 2>/dev/null || true
-		for _ in $(seq 200); do
-			kill -0 "$server_pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$server_pid" 2>/dev/null || true
-		wait "$server_pid" 2>/dev/null || true
-	fi
+	bench_stop_pid "$server_pid"
 	platform/devnet.sh down --name "$net" >/dev/null 2>&1 || true
 	# zerohopd's EAL leaves its runtime directory behind; this prefix is this script's own.
 	rm -rf "/var/run/dpdk/zh-loadgen-$$"
@@ -89,16 +72,7 @@ ip netns exec "$APP_NS" "$root/$build/zerohopd" --no-pci --no-huge -m 512 --file
 	--vdev "net_af_packet0,iface=$APP_IF" --lcores "0@$client_cpu,1@1" --log-level=lib.eal:warning -- \
 	--ip "$ip_addr" --udp-port "$port" --device cpu --workers 0 --idle poll >"$log" 2>&1 &
 server_pid=$!
-for _ in $(seq 600); do
-	grep -q "^zerohopd: ready" "$log" && break
-	kill -0 "$server_pid" 2>/dev/null || break
-	sleep 0.1
-done
-if ! grep -q "^zerohopd: ready" "$log"; then
-	echo "bench-loadgen: zerohopd did not start:" >&2
-	tail -20 "$log" >&2
-	exit 1
-fi
+bench_wait_ready "$log" "zerohopd: ready" "$server_pid" || exit 1
 
 # The one load command; $1 is kernel, af_xdp or af_packet.
 run_bench() {
